@@ -1,0 +1,1 @@
+"""The conversation: agent loop, brains, workflow state, the Textual app and the CLI."""

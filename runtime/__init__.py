@@ -1,0 +1,1 @@
+"""Shared machinery the tools stand on. Never imports `tools` or `assistant`."""

@@ -1,0 +1,66 @@
+"""Settings: env vars with prefix FTPILOT_, then a TOML file in the user config dir, then defaults.
+
+The file lives at `<user config dir>/ftpilot/config.toml`; FTPILOT_CONFIG_FILE moves it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+APP = "ftpilot"
+
+
+def config_file() -> Path:
+    env = os.environ.get("FTPILOT_CONFIG_FILE")
+    return Path(env).expanduser() if env else Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FTPILOT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP)),
+                           description="Store, audits, runs and reports live here.")
+    models_dir: Path | None = Field(None, description="Prepared models (default: <data_dir>/models).")
+    workspace_root: Path = Field(default_factory=Path.cwd,
+                                 description="Tools read and write only inside this folder unless widened.")
+    database_url: str | None = Field(None, description="Any SQLAlchemy URL; default SQLite (WAL) in data_dir.")
+    default_model: str = Field("default", description="Model used when none is named.")
+    hub_offline: bool = Field(True, description="Never touch the model hub unless turned off.")
+    allow_outside_workspace: bool = Field(False, description="Let tools touch paths outside workspace_root.")
+    brain: str = Field("auto", description="auto | vllm | openai | embedded")
+    brain_url: str | None = Field(None, description="OpenAI-compatible URL for the vllm/openai brains.")
+    brain_model: str | None = Field(None, description="Model the brain serves or loads.")
+    brain_tool_parser: str = Field("hermes", description="vllm --tool-call-parser for a self-started vllm brain.")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
+
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ftpilot.db'}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    settings = Settings()
+    if settings.hub_offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change env vars between cases)."""
+    get_settings.cache_clear()
