@@ -75,3 +75,46 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ticket_task(tmp_path_factory, bundled_model_dir) -> dict:
+    """The sample ticket task (240 train / 60 eval rows) written once for the session's real runs."""
+    from runtime.samples import ticket_records, write_jsonl
+
+    root = tmp_path_factory.mktemp("ticket-task")
+    rows = ticket_records(300, seed=0)
+    return {"train_path": str(write_jsonl(root / "train.jsonl", rows[:240])),
+            "eval_path": str(write_jsonl(root / "eval.jsonl", rows[240:])), "root": root}
+
+
+@pytest.fixture(scope="session")
+def ticket_sft_run(tmp_path_factory, ticket_task) -> dict:
+    """One real LoRA SFT run of the bundled model on the ticket task, shared by the training and evaluation
+    proofs so CI trains it once. Returns the `train_sft` output (job_id, status, run_dir, adapter_path, metrics)
+    plus the task paths."""
+    from runtime.settings import reset_settings
+    from runtime.store import reset_engines
+    from tools import call_tool
+
+    data = tmp_path_factory.mktemp("ticket-run-data")
+    saved = {k: os.environ.get(k) for k in ("FTPILOT_DATA_DIR", "FTPILOT_WORKSPACE_ROOT", "FTPILOT_MODELS_DIR")}
+    os.environ.update(FTPILOT_DATA_DIR=str(data), FTPILOT_WORKSPACE_ROOT=str(ticket_task["root"]),
+                      FTPILOT_MODELS_DIR=str(MODELS_DIR))
+    reset_settings()
+    reset_engines()
+    try:
+        res = call_tool("train_sft", {"model": "default", "train_path": ticket_task["train_path"],
+                                      "eval_path": ticket_task["eval_path"], "method": "lora",
+                                      "max_steps": 40, "wait": True})
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_settings()
+        reset_engines()
+    assert res.ok, res.error
+    assert res.output["status"] == "succeeded", res.output
+    return {**res.output, **ticket_task, "data_dir": str(data)}
