@@ -144,3 +144,24 @@ def served_tiny(tiny_model_dir):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.real
+def test_http_engine_against_real_transformers_serve(served_tiny, tiny_engine):
+    base_url, model_dir = served_tiny
+    eng = get_engine(f"openai:{base_url}")
+    assert eng.model  # discovered from /v1/models
+    outs = eng.generate(PROMPTS[:3], Sampling(max_new_tokens=8))
+    assert all(c.error is None and c.finish_reason != "error" for c in outs), [c.error for c in outs]
+    assert all(c.completion_tokens > 0 and c.latency_s > 0 for c in outs)
+    # same weights, greedy: the server's text equals the in-process engine's text
+    local = tiny_engine.generate(PROMPTS[:3], Sampling(max_new_tokens=8))
+    assert [c.text.strip() for c in outs] == [c.text.strip() for c in local]
+    # transformers serve rejects response_format: the engine learns it, falls back to prompt + validation,
+    # and reports honestly whether the reply matched (a random model's reply will not)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    c = eng.generate([ChatRequest([{"role": "user", "content": "give a"}], json_schema=schema)],
+                     Sampling(max_new_tokens=8))[0]
+    assert eng.supports_response_format is False
+    assert c.extra.get("constrained") is False
+    assert (c.error is None) == (c.parsed is not None and isinstance(c.parsed, dict) and "a" in c.parsed)
