@@ -1,0 +1,1 @@
+"""Entry points that run inside a job process (never imported by tools at start-up)."""
