@@ -1,0 +1,887 @@
+"""The audit engine shared by audit_dataset, clean_dataset and split_dataset.
+
+One streaming pass over the file keeps only compact per-row facts (hashes, word ids, lengths, flags), never the
+records themselves; token counts, MinHash signatures and LSH run batched at the end. See README "## Datasets".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+import unicodedata
+from array import array
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from runtime import dataio
+from runtime.errors import BadInput
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+CHECKS = ("invalid_json", "schema", "role_order", "empty_turn", "too_long", "exact_duplicate", "near_duplicate",
+          "contamination", "pii", "refusal", "label_imbalance", "preference_identical", "preference_empty",
+          "length_bias")
+NUM_PERM, NUM_BANDS = 128, 32
+SHINGLE = 3
+CHUNK = 2048
+
+
+class Thresholds(BaseModel):
+    """Audit thresholds; every default is documented in the README's Datasets section."""
+
+    model_config = {"extra": "forbid"}
+
+    near_duplicate: float = Field(0.75, ge=0.3, le=1.0, description="MinHash Jaccard (word 3-grams) at or above "
+                                  "which two records are near-duplicates")
+    contamination_ngram: int = Field(13, ge=4, le=200, description="a train record sharing a word n-gram this long "
+                                     "with an eval record is contaminated")
+    contamination_similarity: float = Field(0.75, ge=0.3, le=1.0, description="or a MinHash Jaccard at least this")
+    label_max_classes: int = Field(30, ge=2, le=1000, description="final answers form a label set when there are at "
+                                   "most this many distinct ones (each at most 5 words)")
+    label_imbalance_ratio: float = Field(4.0, ge=1.0, description="warn when the most common label is this many "
+                                         "times the least common")
+    length_bias: float = Field(0.7, gt=0.5, le=1.0, description="warn when chosen is >10% longer (or shorter) than "
+                                "rejected in at least this share of preference pairs")
+    min_rows_for_stats: int = Field(20, ge=2, description="dataset-level checks (labels, length bias) need this many rows")
+
+
+@dataclass
+class Finding:
+    check: str
+    severity: str
+    message: str = ""
+    rows: list[int] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)
+    details: dict = field(default_factory=dict)
+    lines: list[int] = field(default_factory=list)
+
+    def add(self, row: int, detail: str | None = None, line: int | None = None, max_examples: int = 3) -> None:
+        self.rows.append(row)
+        if line is not None:
+            self.lines.append(line)
+        if len(self.examples) < max_examples:
+            ex: dict[str, Any] = {"row": row}
+            if line is not None:
+                ex["line"] = line
+            if detail:
+                ex["detail"] = detail[:300]
+            self.examples.append(ex)
+
+    def as_dict(self) -> dict:
+        out = {"check": self.check, "severity": self.severity, "count": len(self.rows), "rows": self.rows,
+               "examples": self.examples, "message": self.message}
+        if self.lines:
+            out["lines"] = self.lines
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+# --- text helpers ------------------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """NFKC, case folding, whitespace collapsed: what exact_duplicate compares."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def luhn_ok(digits: str) -> bool:
+    total, alt = 0, False
+    for ch in reversed(digits):
+        d = ord(ch) - 48
+        if alt:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+        alt = not alt
+    return total % 10 == 0
+
+
+_PII = re.compile(
+    r"(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b)"
+    r"|(?P<secret>\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{20,}"
+    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})"
+    r"|-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----"
+    r"|(?i:\b(?:api[_-]?key|secret|password|passwd|access[_-]?token|auth[_-]?token)\b\s*[:=]\s*['\"]?"
+    r"[A-Za-z0-9_\-./+]{8,}))"
+    r"|(?P<card>(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-]))"
+    r"|(?P<ip>(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.]))"
+    r"|(?P<phone>(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]\d{3}[ .-]\d{4}(?!\d)"
+    r"|(?<![\w+])\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){2,3}(?!\d))"
+)
+
+
+def find_pii(text: str) -> list[tuple[str, int, int]]:
+    """(kind, start, end) spans of emails, secrets, Luhn-valid card numbers, IPv4 addresses and phone numbers."""
+    out = []
+    for m in _PII.finditer(text):
+        kind = m.lastgroup
+        if kind == "card":
+            digits = re.sub(r"\D", "", m.group())
+            if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
+                continue
+        out.append((kind, m.start(), m.end()))
+    return out
+
+
+def redact_pii(text: str) -> tuple[str, Counter]:
+    spans = find_pii(text)
+    kinds: Counter = Counter()
+    for kind, start, end in reversed(spans):
+        text = text[:start] + f"[{kind.upper()}]" + text[end:]
+        kinds[kind] += 1
+    return text, kinds
+
+
+_REFUSAL = re.compile(
+    r"\b(?:as an ai(?: language model)?|i(?:'m| am) (?:sorry|afraid),? but i (?:can(?:'|no)t|cannot|am unable|won't)"
+    r"|i (?:can(?:'|no)?t|cannot|won't|am unable to|am not able to) (?:help|assist|provide|comply|do that|fulfil)"
+    r"|i must (?:decline|refuse)|(?:that|this) (?:request )?(?:goes|is) against my (?:guidelines|programming))",
+    re.IGNORECASE)
+
+
+# --- the analysis ------------------------------------------------------------------------------------
+
+@dataclass
+class RowFacts:
+    """Compact per-row facts kept for the whole file (arrays, not records)."""
+
+    n: int = 0
+    valid: bytearray = field(default_factory=bytearray)       # 1 when the row is a usable record
+    offsets: array = field(default_factory=lambda: array("q"))  # JSONL byte offsets (-1 otherwise)
+    word_ids: array = field(default_factory=lambda: array("I"))
+    word_offsets: array = field(default_factory=lambda: array("q", [0]))
+    label: array = field(default_factory=lambda: array("i"))  # index into labels, -1 none
+
+
+@dataclass
+class Analysis:
+    path: Path
+    format: str
+    kind: str
+    rows: int
+    findings: dict[str, Finding]
+    summary: dict
+    facts: RowFacts
+    dup_of: dict[int, int]            # exact or near duplicate row -> first row of its cluster
+    exact_dups: set[int]
+    near_dups: set[int]
+    contaminated: set[int]
+    too_long: dict[int, dict]         # row -> {"tokens", "prompt_tokens"}
+    pii_rows: set[int]
+    labels: list[str]
+    max_tokens: int
+
+
+class Tokenizing:
+    """Token counts after the chat template, exact where they matter and cheap elsewhere.
+
+    A row whose rendered text has at most ``max_tokens - slack`` UTF-8 bytes cannot exceed ``max_tokens`` (each
+    token of a byte-level or byte-fallback tokenizer covers at least one byte) and is not tokenized; all others are,
+    with the fast tokenizer's batch encoder. A seeded reservoir of rows gives the length distribution."""
+
+    def __init__(self, model: str, max_tokens: int | None, exact: bool):
+        from runtime.models import context_length, load_tokenizer
+
+        self.tok = load_tokenizer(model)
+        self.backend = getattr(self.tok, "backend_tokenizer", None)
+        self.max_tokens = int(max_tokens or context_length(model))
+        self.has_template = bool(getattr(self.tok, "chat_template", None))
+        norm = repr(self.backend.normalizer) if self.backend is not None else "slow"
+        self.bound_ok = not exact and self.backend is not None and not any(
+            k in norm for k in ("NFKC", "NFKD", "Precompiled", "Replace", "slow"))
+        self.reservoir: list[str] = []
+        self.seen = 0
+        self.rng = random.Random(0)
+        self.counted: dict[int, int] = {}
+        self.pending: list[tuple[int, str]] = []
+        self.templated_rows: dict[int, Any] = {}
+
+    def render(self, convs: list[list[dict]]) -> list[str | Exception]:
+        if not self.has_template:
+            return ["\n".join(f"{m['role']}: {m['content']}" for m in c) for c in convs]
+        try:
+            return list(self.tok.apply_chat_template(convs, tokenize=False))
+        except Exception:  # noqa: BLE001 - find the rows the template rejects, one by one
+            out: list[str | Exception] = []
+            for c in convs:
+                try:
+                    out.append(self.tok.apply_chat_template(c, tokenize=False))
+                except Exception as e:  # noqa: BLE001
+                    out.append(e)
+            return out
+
+    def count(self, texts: list[str]) -> list[int]:
+        if self.backend is not None:
+            return [len(e.ids) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        return [len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    def observe(self, row: int, text: str, n_segments: int) -> None:
+        self.seen += 1
+        if len(self.reservoir) < 2000:
+            self.reservoir.append(text)
+        else:
+            j = self.rng.randrange(self.seen)
+            if j < 2000:
+                self.reservoir[j] = text
+        if not self.bound_ok or len(text.encode("utf-8")) + 8 + 2 * n_segments > self.max_tokens:
+            self.pending.append((row, text))
+            if len(self.pending) >= CHUNK:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            rows, texts = zip(*self.pending)
+            self.counted.update(zip(rows, self.count(list(texts))))
+            self.pending = []
+
+    def stats(self) -> dict:
+        self.flush()
+        lengths = sorted(self.counted.values()) if not self.bound_ok else sorted(self.count(self.reservoir)) \
+            if self.reservoir else []
+        if not lengths:
+            return {"max_tokens": self.max_tokens}
+        pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
+        return {"max_tokens": self.max_tokens, "p50": pick(0.5), "p95": pick(0.95), "max_sampled": lengths[-1],
+                "counted": "all rows" if not self.bound_ok else f"a seeded sample of {len(lengths)} rows; "
+                "rows that could exceed max_tokens counted exactly",
+                "over_limit": sum(1 for v in self.counted.values() if v > self.max_tokens)}
+
+
+def _check_messages(msgs: list[dict], f: dict[str, Finding], row: int, *, sft_end: bool,
+                    where: str = "messages") -> bool:
+    """role_order and empty_turn for one message list; returns False when a structural problem was found."""
+    ok = True
+    roles = [m["role"] for m in msgs]
+    bad_role = next((r for r in roles if r not in dataio.ROLES), None)
+    problem = None
+    if bad_role is not None:
+        problem = f"unknown role {bad_role!r}"
+    elif any(r in ("system", "developer") for r in roles[1:]):
+        problem = "a system message after the first message"
+    else:
+        turns = [r for r in roles if r not in ("system", "developer")]
+        prev = None
+        for i, r in enumerate(turns):
+            if r in ("tool", "function"):
+                if prev not in ("assistant", "tool", "function"):
+                    problem = f"a {r} message that does not follow an assistant message"
+                    break
+            elif r == prev and r in ("user", "assistant"):
+                problem = f"two {r} messages in a row"
+                break
+            elif i == 0 and r != "user" and where == "messages":
+                problem = f"the first turn is {r}, not user"
+                break
+            prev = r
+        if problem is None and sft_end and turns and turns[-1] != "assistant":
+            problem = f"ends with {turns[-1]}, not assistant (nothing to learn)"
+        if problem is None and not turns:
+            problem = "no user or assistant turns"
+    if problem:
+        f["role_order"].add(row, problem)
+        ok = False
+    for i, m in enumerate(msgs):
+        if not m["content"].strip() and not m.get("tool_calls"):
+            f["empty_turn"].add(row, f"{where}[{i}] ({m['role']}) is empty")
+            if m["role"] == "assistant":
+                f["empty_turn"].details["empty_assistant_rows"] = f["empty_turn"].details.get(
+                    "empty_assistant_rows", 0) + 1
+            break
+    return ok
+
+
+def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default", max_tokens: int | None = None,
+            thresholds: Thresholds | None = None, exact_token_counts: bool = False, check_tokens: bool = True,
+            ) -> Analysis:
+    """Run every check over ``path`` (and ``eval_path`` for contamination). Streams; see module docstring."""
+    th = thresholds or Thresholds()
+    t0 = time.perf_counter()
+    kind_file = dataio.file_kind(path)
+    fmt = dataio.detect_format(path)
+    kind = dataio.kind_of(fmt)
+    templated = fmt not in ("text", "prompt_completion", "preference")
+    f: dict[str, Finding] = {c: Finding(c, "warning") for c in CHECKS}
+    for c in ("invalid_json", "schema", "role_order", "contamination", "preference_identical", "preference_empty"):
+        f[c].severity = "error"
+    tk = Tokenizing(model, max_tokens, exact_token_counts) if check_tokens and kind != "unknown" else None
+    facts = RowFacts()
+    vocab: dict[str, int] = {}
+    exact_first: dict[bytes, int] = {}
+    exact_dups: set[int] = set()
+    dup_of: dict[int, int] = {}
+    pii_rows: set[int] = set()
+    pii_kinds: Counter = Counter()
+    label_counts: Counter = Counter()
+    label_index: dict[str, int] = {}
+    label_rows: list[int] = []  # label id per row position in facts.label
+    labels_possible = kind == "sft"
+    pref_longer = pref_shorter = pref_pairs = 0
+    pref_long_rows: list[int] = []
+    pref_short_rows: list[int] = []
+    chunk_rows: list[int] = []
+    chunk_convs: list[list[dict]] = []
+    chunk_meta: list[int] = []
+    template_errors: list[tuple[int, str]] = []
+
+    def flush_chunk() -> None:
+        if tk is None or not chunk_convs:
+            return
+        rendered = tk.render(chunk_convs) if templated else [None] * len(chunk_convs)
+        for row, conv, text, nseg in zip(chunk_rows, chunk_convs, rendered, chunk_meta):
+            if text is None:
+                text = "".join(m["content"] for m in conv)
+            if isinstance(text, Exception):
+                f["schema"].add(row, f"the model's chat template rejects this row: {text}")
+                facts.valid[row] = 0
+                continue
+            tk.observe(row, text, nseg)
+        chunk_rows.clear(), chunk_convs.clear(), chunk_meta.clear()
+
+    def add_words(row: int, text: str) -> None:
+        ids = [vocab.setdefault(w, len(vocab)) for w in text.split()]
+        facts.word_ids.extend(ids)
+        facts.word_offsets.append(len(facts.word_ids))
+
+    items = dataio.iter_records(path, with_offsets=kind_file == "jsonl")
+    for item in items:
+        row, rec = item[0], item[1]
+        facts.n += 1
+        facts.offsets.append(item[2] if len(item) > 2 else -1)
+        facts.valid.append(0)
+        facts.label.append(-1)
+        if isinstance(rec, dataio.RecordError):
+            if rec.kind == "not_object":
+                f["schema"].add(row, rec.message, rec.line)
+            else:
+                f["invalid_json"].add(row, rec.message + (f" | {rec.preview}" if rec.preview else ""), rec.line)
+            facts.word_offsets.append(len(facts.word_ids))
+            continue
+        rfmt = dataio.record_format(rec)
+        if rfmt != fmt and not (fmt == "conversational" and rfmt == "openai_chat") and not (
+                fmt == "openai_chat" and rfmt == "conversational"):
+            f["schema"].add(row, f"fields {sorted(rec)[:6]} look like {rfmt}, the file is {fmt}")
+            facts.word_offsets.append(len(facts.word_ids))
+            continue
+        try:
+            conv = dataio.to_conversational(rec, rfmt)
+        except BadInput as e:
+            f["schema"].add(row, e.message)
+            facts.word_offsets.append(len(facts.word_ids))
+            continue
+        except Exception as e:  # noqa: BLE001 - odd types inside a record are a schema problem, not a crash
+            f["schema"].add(row, f"{type(e).__name__}: {e}")
+            facts.word_offsets.append(len(facts.word_ids))
+            continue
+        ok = True
+        if "messages" in conv:
+            msgs = conv["messages"]
+            ok = _check_messages(msgs, f, row, sft_end=True)
+            content_parts = [m["content"] for m in msgs if m["role"] not in ("system", "developer")]
+            full_key = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in msgs)
+            assistant_text = "\n".join(m["content"] for m in msgs if m["role"] == "assistant")
+            final = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else None
+            render_conv, nseg = msgs, len(msgs)
+            if not templated:
+                render_conv = [{"role": "", "content": rec.get("prompt", "")}, {"role": "", "content": rec.get(
+                    "completion", "")}]
+        elif "chosen" in conv:
+            prompt, chosen, rejected = conv["prompt"], conv["chosen"], conv["rejected"]
+            if prompt:
+                ok = _check_messages(prompt, f, row, sft_end=False, where="prompt")
+                if ok and prompt[-1]["role"] != "user":
+                    f["role_order"].add(row, "the prompt ends with " + prompt[-1]["role"] + ", not user")
+                    ok = False
+            c_text = "".join(m["content"] for m in chosen)
+            r_text = "".join(m["content"] for m in rejected)
+            if not c_text.strip() or not r_text.strip():
+                f["preference_empty"].add(row, "chosen is empty" if not c_text.strip() else "rejected is empty")
+                ok = False
+            elif normalize(c_text) == normalize(r_text):
+                f["preference_identical"].add(row, f"chosen == rejected: {c_text[:80]!r}")
+            else:
+                pref_pairs += 1
+                if len(c_text) > 1.1 * len(r_text):
+                    pref_longer += 1
+                    pref_long_rows.append(row)
+                elif len(r_text) > 1.1 * len(c_text):
+                    pref_shorter += 1
+                    pref_short_rows.append(row)
+            if any(m["role"] != "assistant" for m in chosen + rejected):
+                f["role_order"].add(row, "chosen/rejected hold a non-assistant message")
+                ok = False
+            content_parts = [m["content"] for m in prompt if m["role"] not in ("system", "developer")] + [
+                c_text, r_text]
+            full_key = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in prompt) + "\x1d" + c_text + \
+                "\x1d" + r_text
+            assistant_text, final = c_text, None
+            longer = chosen if len(c_text) >= len(r_text) else rejected
+            render_conv, nseg = prompt + longer, len(prompt) + len(longer)
+            if not templated:
+                render_conv = [{"role": "", "content": rec.get("prompt") or ""}, {"role": "", "content": max(
+                    rec["chosen"], rec["rejected"], key=len)}]
+        else:
+            text = conv["text"]
+            if not text.strip():
+                f["empty_turn"].add(row, "text is empty")
+                ok = False
+            content_parts, full_key, assistant_text, final = [text], text, "", None
+            render_conv, nseg = [{"role": "", "content": text}], 1
+        joined = "\n".join(content_parts)
+        norm = normalize(joined)
+        key = hashlib.blake2b(normalize(full_key).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        first = exact_first.setdefault(key, row)
+        if first != row:
+            exact_dups.add(row)
+            dup_of[row] = first
+            f["exact_duplicate"].add(row, f"same as row {first}")
+        add_words(row, norm if first == row else "")
+        for kind_, start, end in find_pii(joined):
+            if row not in pii_rows:
+                pii_rows.add(row)
+                f["pii"].add(row, f"{kind_}: {joined[start:end][:4]}…")
+            pii_kinds[kind_] += 1
+        if assistant_text and _REFUSAL.search(assistant_text):
+            m = _REFUSAL.search(assistant_text)
+            f["refusal"].add(row, assistant_text[max(0, m.start() - 20): m.end() + 40])
+        if labels_possible and final is not None:
+            lab = normalize(final)
+            if len(lab.split()) <= 5 and len(lab) <= 60:
+                if lab not in label_index:
+                    label_index[lab] = len(label_index)
+                    if len(label_index) > th.label_max_classes:
+                        labels_possible = False
+                if labels_possible:
+                    label_counts[lab] += 1
+                    facts.label[row] = label_index[lab]
+            else:
+                labels_possible = False
+        facts.valid[row] = 1 if ok else 0
+        if tk is not None:
+            chunk_rows.append(row)
+            chunk_convs.append(render_conv)
+            chunk_meta.append(nseg)
+            if len(chunk_convs) >= CHUNK:
+                flush_chunk()
+    flush_chunk()
+    del label_rows, template_errors
+    n = facts.n
+    t_read = time.perf_counter() - t0
+
+    # --- tokens ------------------------------------------------------------------------------------
+    too_long: dict[int, dict] = {}
+    token_stats: dict = {}
+    if tk is not None:
+        tk.flush()
+        token_stats = tk.stats()
+        over = sorted(r for r, c in tk.counted.items() if c > tk.max_tokens)
+        if over:
+            prompt_tokens = _prompt_tokens(path, over, tk, fmt, templated)
+            lost = 0
+            for r in over:
+                p = prompt_tokens.get(r)
+                too_long[r] = {"tokens": tk.counted[r], "prompt_tokens": p}
+                cut = "all assistant tokens" if p is not None and p >= tk.max_tokens else "part of the answer"
+                lost += p is not None and p >= tk.max_tokens
+                f["too_long"].add(r, f"{tk.counted[r]} tokens > {tk.max_tokens}; truncation would cut {cut}")
+            f["too_long"].details = {"max_tokens": tk.max_tokens, "rows_losing_all_assistant_tokens": lost}
+            if lost:
+                f["too_long"].severity = "error"
+    t_tok = time.perf_counter() - t0 - t_read
+
+    # --- near duplicates and contamination ------------------------------------------------------------
+    near_dups: set[int] = set()
+    contaminated: set[int] = set()
+    eval_info: dict = {}
+    ev_words = ev_offsets = None
+    if eval_path is not None:
+        ev_words, ev_offsets, eval_info = _eval_words(eval_path, vocab)
+    clusters, cross = _near_duplicates(facts, th, ev_words, ev_offsets)
+    for root, members in clusters.items():
+        for r in members[1:]:
+            if r not in exact_dups:
+                near_dups.add(r)
+                dup_of[r] = members[0]
+    for r in sorted(near_dups):
+        f["near_duplicate"].add(r, f"similar to row {dup_of[r]}")
+    if eval_path is not None:
+        ngram_hits = _ngram_overlap(facts, ev_words, ev_offsets, th.contamination_ngram)
+        for r in sorted(set(ngram_hits) | set(cross)):
+            contaminated.add(r)
+            why = f"shares a {th.contamination_ngram}-word sequence with eval row {ngram_hits[r]}" if r in ngram_hits \
+                else f"near-duplicate of eval row {cross[r]}"
+            f["contamination"].add(r, why)
+        # exact copies of a contaminated row are contaminated too
+        for r, first in dup_of.items():
+            if first in contaminated and r not in contaminated and r in exact_dups:
+                contaminated.add(r)
+                f["contamination"].add(r, f"copy of contaminated row {first}")
+        f["contamination"].rows.sort()
+        f["contamination"].details = {"eval_path": str(eval_path), **eval_info}
+    t_dup = time.perf_counter() - t0 - t_read - t_tok
+
+    # --- dataset-level checks ------------------------------------------------------------------------
+    labels = [lab for lab, _ in sorted(label_index.items(), key=lambda kv: kv[1])]
+    valid_rows = sum(facts.valid)
+    label_summary = None
+    if labels_possible and label_counts and sum(label_counts.values()) >= th.min_rows_for_stats \
+            and len(label_counts) >= 2 and sum(label_counts.values()) >= 0.9 * valid_rows:
+        label_summary = dict(label_counts.most_common())
+        (top, top_n), (low, low_n) = label_counts.most_common(1)[0], label_counts.most_common()[-1]
+        if top_n >= th.label_imbalance_ratio * low_n:
+            fi = f["label_imbalance"]
+            fi.message = (f"answers form {len(label_counts)} labels; {top!r} has {top_n} rows, {low!r} only {low_n} "
+                          f"({top_n / low_n:.1f}x)")
+            rare = {label_index[lab] for lab, c in label_counts.items() if c * th.label_imbalance_ratio <= top_n}
+            for r in range(n):
+                if facts.label[r] in rare:
+                    fi.add(r, f"rare label {labels[facts.label[r]]!r}")
+            fi.details = {"labels": label_summary}
+    else:
+        for r in range(n):
+            facts.label[r] = -1
+        labels = []
+    if kind == "preference" and pref_pairs + 0 >= th.min_rows_for_stats:
+        total = pref_pairs + len(f["preference_identical"].rows)
+        share_long, share_short = pref_longer / max(total, 1), pref_shorter / max(total, 1)
+        if max(share_long, share_short) >= th.length_bias:
+            fb = f["length_bias"]
+            direction = "longer" if share_long >= share_short else "shorter"
+            for r in (pref_long_rows if direction == "longer" else pref_short_rows):
+                fb.add(r, f"chosen is {direction} than rejected")
+            fb.message = (f"chosen is >10% {direction} than rejected in {max(share_long, share_short):.0%} of pairs: "
+                          "a reward for length, not quality")
+            fb.details = {"chosen_longer": share_long, "chosen_shorter": share_short}
+
+    # --- messages ------------------------------------------------------------------------------------
+    msg = {
+        "invalid_json": "records that are not valid JSON (or not UTF-8); line numbers in `lines`",
+        "schema": f"records that do not fit the file's format ({fmt}) or have wrong types",
+        "role_order": "messages out of order: system only first, user/assistant alternate, SFT ends with assistant",
+        "empty_turn": "records with an empty message or text",
+        "too_long": f"records over {tk.max_tokens if tk else max_tokens} tokens after the chat template",
+        "exact_duplicate": "copies of an earlier record (after NFKC, case folding, whitespace collapsing)",
+        "near_duplicate": f"near-copies of an earlier record (MinHash Jaccard >= {th.near_duplicate} on word "
+                          f"{SHINGLE}-grams)",
+        "contamination": "train records that overlap the eval set: evaluation on it would be inflated",
+        "pii": "personal data or secrets: " + ", ".join(f"{k} x{v}" for k, v in pii_kinds.most_common()),
+        "refusal": "assistant turns that refuse (the model would learn to refuse)",
+        "preference_identical": "pairs whose chosen and rejected are the same (no signal)",
+        "preference_empty": "pairs with an empty chosen or rejected answer",
+    }
+    for c, m in msg.items():
+        if not f[c].message:
+            f[c].message = m
+    if pii_kinds.keys() & {"secret", "card"}:
+        f["pii"].severity = "error"
+    if f["pii"].rows:
+        f["pii"].details = {"kinds": dict(pii_kinds)}
+    if f["empty_turn"].details.get("empty_assistant_rows"):
+        f["empty_turn"].severity = "error"
+    if f["near_duplicate"].rows:
+        f["near_duplicate"].details = {"clusters": sum(1 for m in clusters.values() if len(m) > 1)}
+    summary = {
+        "rows": n, "valid_rows": valid_rows, "format": fmt, "kind": kind, "file_type": kind_file,
+        "model": model, "tokens": token_stats, "labels": label_summary,
+        "timing_s": {"read_and_row_checks": round(t_read, 3), "tokens": round(t_tok, 3),
+                     "minhash_lsh": round(t_dup, 3), "total": round(time.perf_counter() - t0, 3)},
+    }
+    if eval_path is not None:
+        summary["eval"] = eval_info
+    return Analysis(path, fmt, kind, n, f, summary, facts, dup_of, exact_dups, near_dups, contaminated,
+                    too_long, pii_rows, labels, tk.max_tokens if tk else int(max_tokens or 0))
+
+
+def _prompt_tokens(path: Path, rows: list[int], tk: Tokenizing, fmt: str, templated: bool) -> dict[int, int]:
+    """Tokens before the last assistant turn (with the generation prompt) for the given rows."""
+    recs = fetch_records(path, rows)
+    texts, keep = [], []
+    for r in rows:
+        rec = recs.get(r)
+        if not isinstance(rec, dict):
+            continue
+        try:
+            conv = dataio.to_conversational(rec, dataio.record_format(rec))
+        except Exception:  # noqa: BLE001
+            continue
+        if "messages" in conv:
+            msgs = conv["messages"]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is None:
+                continue
+            prompt = msgs[:last]
+        elif "chosen" in conv:
+            prompt = conv["prompt"]
+        else:
+            texts.append("")
+            keep.append(r)
+            continue
+        if templated and tk.has_template:
+            try:
+                texts.append(tk.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
+            except Exception:  # noqa: BLE001
+                continue
+        else:
+            texts.append("".join(m["content"] for m in prompt))
+        keep.append(r)
+    return dict(zip(keep, tk.count(texts))) if texts else {}
+
+
+def fetch_records(path: Path, rows: list[int]) -> dict[int, Any]:
+    """The records at the given indices: by byte offset for JSONL, by one streaming pass otherwise."""
+    wanted = set(rows)
+    if not wanted:
+        return {}
+    out = {}
+    for item in dataio.iter_records(path):
+        if item[0] in wanted:
+            out[item[0]] = item[1]
+            if len(out) == len(wanted):
+                break
+    return out
+
+
+def _eval_words(eval_path: Path, vocab: dict[str, int]):
+    import numpy as np
+
+    words, offsets, n, bad = [], [0], 0, 0
+    for _, rec in dataio.iter_records(eval_path):
+        n += 1
+        text = ""
+        if isinstance(rec, dict):
+            try:
+                conv = dataio.to_conversational(rec)
+                if "messages" in conv:
+                    text = "\n".join(m["content"] for m in conv["messages"] if m["role"] not in ("system", "developer"))
+                elif "chosen" in conv:
+                    text = "\n".join([m["content"] for m in conv["prompt"] if m["role"] not in ("system", "developer")]
+                                     + ["".join(m["content"] for m in conv["chosen"]),
+                                        "".join(m["content"] for m in conv["rejected"])])
+                else:
+                    text = conv["text"]
+            except Exception:  # noqa: BLE001
+                bad += 1
+        else:
+            bad += 1
+        words.extend(vocab.setdefault(w, len(vocab)) for w in normalize(text).split())
+        offsets.append(len(words))
+    return np.asarray(words, dtype=np.uint64), np.asarray(offsets, dtype=np.int64), {"eval_rows": n,
+                                                                                      "eval_unreadable": bad}
+
+
+_MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93)
+
+
+def shingle_hashes(ids, offsets, k: int):
+    """uint64 hashes of word k-grams per row (rows shorter than k give one hash of all their words).
+
+    Returns (hashes, row_of_hash). Rows with no words give nothing."""
+    import numpy as np
+
+    ids = np.asarray(ids, dtype=np.uint64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    if ids.size == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    # pad each row with k-1 sentinels so short rows still make one k-gram
+    pad = k - 1
+    padded_len = lengths + pad
+    new_offsets = np.concatenate([[0], np.cumsum(padded_len)])
+    padded = np.full(int(new_offsets[-1]), np.uint64(0xFFFFFFFF), dtype=np.uint64)
+    pos = np.repeat(new_offsets[:-1] - offsets[:-1], lengths) + np.arange(ids.size)
+    padded[pos] = ids
+    n_windows = np.where(lengths > 0, np.maximum(lengths - k + 1, 1), 0)
+    starts = np.repeat(new_offsets[:-1], n_windows) + (np.arange(int(n_windows.sum())) - np.repeat(
+        np.cumsum(n_windows) - n_windows, n_windows))
+    h = np.full(starts.size, np.uint64(k), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(k):
+            v = padded[starts + j] + np.uint64(1)
+            h = (h ^ (v * np.uint64(_MIX[j % 4]))) * np.uint64(0x100000001B3)
+            h ^= h >> np.uint64(29)
+    return h, np.repeat(np.arange(lengths.size), n_windows)
+
+
+def _signatures(hashes, rows_of_hash, rows):
+    """(len(rows), NUM_PERM) uint32 MinHash signatures (rensa) for the given rows, in that order."""
+    import numpy as np
+    import rensa
+
+    rows = np.asarray(rows, dtype=np.int64)
+    counts = np.bincount(rows_of_hash, minlength=int(rows.max()) + 1 if rows.size else 0) if rows_of_hash.size else \
+        np.zeros(0, np.int64)
+    if rows.size == 0:
+        return np.zeros((0, NUM_PERM), np.uint32)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    sel = _ranges(starts[rows], starts[rows + 1])
+    offs = np.concatenate([[0], np.cumsum(starts[rows + 1] - starts[rows])]).astype(np.uint64)
+    m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(np.ascontiguousarray(hashes[sel]), offs, NUM_PERM, 7)
+    return np.asarray(m.to_rows(), dtype=np.uint32).reshape(len(rows), NUM_PERM)
+
+
+def _ranges(starts, ends):
+    import numpy as np
+
+    lens = ends - starts
+    return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+
+
+def _band_pairs(sig, threshold: float, cross_from: int | None = None):
+    """Verified similar pairs (i, j) among signature rows via banding; with cross_from, only pairs between
+    rows < cross_from and rows >= cross_from (i from the first block, j from the second)."""
+    import numpy as np
+
+    pairs = set()
+    n = sig.shape[0]
+    if n < 2:
+        return pairs
+    r = NUM_PERM // NUM_BANDS
+    idx = np.arange(n)
+    for b in range(NUM_BANDS):
+        band = sig[:, b * r:(b + 1) * r].astype(np.uint64)
+        key = np.zeros(n, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(r):
+                key = (key ^ (band[:, j] * np.uint64(_MIX[j]))) * np.uint64(0x100000001B3)
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        new_group = np.concatenate([[True], ks[1:] != ks[:-1]])
+        gid = np.cumsum(new_group) - 1
+        sizes = np.bincount(gid)
+        multi = sizes[gid] > 1
+        if not multi.any():
+            continue
+        members, g = order[multi], gid[multi]
+        if cross_from is None:
+            first = np.full(gid[-1] + 1, -1)
+            # representative: the smallest index in each group (order is stable, so the first seen)
+            first_pos = np.flatnonzero(new_group)
+            first[gid[first_pos]] = order[first_pos]
+            rep = first[g]
+            cand = members != rep
+            a, c = members[cand], rep[cand]
+        else:
+            is_eval = members >= cross_from
+            ge = np.full(gid[-1] + 1, -1)
+            ge[g[is_eval][::-1]] = members[is_eval][::-1]
+            rep = ge[g]
+            cand = (~is_eval) & (rep >= 0)
+            a, c = members[cand], rep[cand]
+        if a.size == 0:
+            continue
+        est = (sig[a] == sig[c]).mean(axis=1)
+        ok = est >= threshold
+        for x, y in zip(a[ok].tolist(), c[ok].tolist()):
+            pairs.add((min(x, y), max(x, y)) if cross_from is None else (x, y))
+    del idx
+    return pairs
+
+
+def _near_duplicates(facts: RowFacts, th: Thresholds, ev_words, ev_offsets):
+    """Near-duplicate clusters among train rows ({root: sorted members}) and train->eval near-copies."""
+    import numpy as np
+    import rensa
+
+    offsets = np.frombuffer(facts.word_offsets, dtype=np.int64)
+    ids = np.frombuffer(facts.word_ids, dtype=np.uint32)
+    hashes, rows_of = shingle_hashes(ids, offsets, SHINGLE)
+    lengths = np.diff(offsets)
+    rows_with_words = np.flatnonzero(lengths > 0)
+    clusters: dict[int, list[int]] = {}
+    cross: dict[int, int] = {}
+    if rows_with_words.size == 0:
+        return clusters, cross
+    # stage 1: rensa's LSH flags candidate rows (sharing any band with another row) cheaply, in Rust
+    counts = np.bincount(rows_of, minlength=facts.n)
+    offs = np.concatenate([[0], np.cumsum(counts[rows_with_words])]).astype(np.uint64)
+    sel_hash = hashes  # rows_of is sorted and rows without words have no hashes
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(sel_hash, offs, NUM_PERM, 7)
+    lsh = rensa.RMinHashLSH(th.near_duplicate, NUM_PERM, NUM_BANDS)
+    lsh.insert_matrix(matrix, 0)
+    ev_hashes = ev_rows_of = None
+    if ev_words is not None and ev_words.size:
+        ev_hashes, ev_rows_of = shingle_hashes(ev_words, ev_offsets, SHINGLE)
+        ev_present = np.flatnonzero(np.diff(ev_offsets) > 0)
+        ev_counts = np.bincount(ev_rows_of, minlength=len(ev_offsets) - 1)
+        ev_offs = np.concatenate([[0], np.cumsum(ev_counts[ev_present])]).astype(np.uint64)
+        ev_matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(ev_hashes, ev_offs, NUM_PERM, 7)
+        lsh.insert_matrix(ev_matrix, int(rows_with_words.size))
+    flags = np.asarray(lsh.query_duplicate_flags_matrix(matrix), dtype=bool)
+    candidates = rows_with_words[flags]
+    del matrix, lsh
+    # stage 2: exact signatures for candidates only, banded and verified here
+    sig = _signatures(hashes, rows_of, candidates)
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    for i, j in _band_pairs(sig, th.near_duplicate):
+        a, b = find(int(candidates[i])), find(int(candidates[j]))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for x in list(parent):
+        groups[find(x)].append(x)
+    for root, members in groups.items():
+        clusters[root] = sorted(set(members) | {root})
+    if ev_hashes is not None:
+        ev_present_rows = np.flatnonzero(np.diff(ev_offsets) > 0)
+        ev_sig = _signatures(ev_hashes, ev_rows_of, ev_present_rows)
+        both = np.concatenate([sig, ev_sig]) if sig.size else ev_sig
+        for i, j in _band_pairs(both, th.contamination_similarity, cross_from=sig.shape[0]):
+            cross.setdefault(int(candidates[i]), int(ev_present_rows[j - sig.shape[0]]))
+    return clusters, cross
+
+
+def _ngram_overlap(facts: RowFacts, ev_words, ev_offsets, n: int) -> dict[int, int]:
+    """Train rows sharing a word n-gram with an eval row -> that eval row."""
+    import numpy as np
+
+    if ev_words is None or ev_words.size == 0:
+        return {}
+    ids = np.frombuffer(facts.word_ids, dtype=np.uint32).astype(np.uint64)
+    offsets = np.frombuffer(facts.word_offsets, dtype=np.int64)
+    ev_h, ev_rows = _long_ngrams(ev_words, ev_offsets, n)
+    if ev_h.size == 0:
+        return {}
+    tr_h, tr_rows = _long_ngrams(ids, offsets, n)
+    hit = np.isin(tr_h, ev_h)
+    out: dict[int, int] = {}
+    if hit.any():
+        order = np.argsort(ev_h)
+        sorted_h = ev_h[order]
+        for h, r in zip(tr_h[hit].tolist(), tr_rows[hit].tolist()):
+            if r not in out:
+                out[r] = int(ev_rows[order[np.searchsorted(sorted_h, h)]])
+    return out
+
+
+def _long_ngrams(ids, offsets, n: int):
+    """Hashes of every word n-gram that lies inside one row (rows shorter than n give none)."""
+    import numpy as np
+
+    lengths = np.diff(offsets)
+    n_windows = np.maximum(lengths - n + 1, 0)
+    total = int(n_windows.sum())
+    if total == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    starts = np.repeat(offsets[:-1], n_windows) + (np.arange(total) - np.repeat(np.cumsum(n_windows) - n_windows,
+                                                                                 n_windows))
+    h = np.zeros(total, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            h = (h * np.uint64(0x100000001B3)) ^ ((ids[starts + j] + np.uint64(1)) * np.uint64(_MIX[j % 4]))
+    return h, np.repeat(np.arange(lengths.size), n_windows)

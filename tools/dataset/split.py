@@ -1,0 +1,113 @@
+"""`split_dataset`: a seeded train/eval split, stratified by label, with near-duplicates kept on one side."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+
+from pydantic import BaseModel, Field
+
+from runtime.errors import BadInput
+from tools.dataset._analyze import Thresholds, analyze
+from tools.registry import ToolInput, tool
+
+
+class SplitDatasetInput(ToolInput):
+    path: str = Field(description="the data file to split (never modified)")
+    eval_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="share of rows for eval")
+    eval_rows: int | None = Field(None, ge=1, description="exact eval size; overrides eval_fraction")
+    seed: int = Field(0, description="same seed, same split")
+    stratify: bool = Field(True, description="keep label shares equal on both sides when answers form a label set")
+    out_dir: str | None = Field(None, description="folder for <name>.train.jsonl and <name>.eval.jsonl; default "
+                                "beside the input")
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="near_duplicate sets which rows are "
+                                   "grouped (kept on the same side)")
+
+
+class SplitDatasetOutput(BaseModel):
+    train_path: str
+    eval_path: str
+    train_rows: int
+    eval_rows: int
+    skipped_rows: list[int] = Field(description="unreadable rows (invalid JSON, schema) that neither side got")
+    stratified: bool
+    labels: dict[str, dict[str, int]] | None = Field(None, description="label -> {train, eval} counts")
+    duplicate_groups: int = Field(description="groups of exact/near duplicates, each kept on one side")
+    seed: int
+
+
+@tool("split_dataset", "Split a data set into train and eval: seeded, stratified by label, duplicates kept together.",
+      cost="cpu_job")
+def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
+    from runtime import dataio
+    from runtime.paths import resolve_path
+
+    path = resolve_path(args.path, must_exist=True)
+    out_dir = resolve_path(args.out_dir) if args.out_dir else path.parent
+    a = analyze(path, thresholds=args.thresholds, check_tokens=False)
+    skipped = set(a.findings["invalid_json"].rows) | set(a.findings["schema"].rows)
+    usable = [r for r in range(a.rows) if r not in skipped]
+    if len(usable) < 2:
+        raise BadInput(f"{path.name} has {len(usable)} usable row(s); a split needs at least 2")
+
+    def root(r: int) -> int:
+        while r in a.dup_of:
+            r = a.dup_of[r]
+        return r
+
+    groups: dict[int, list[int]] = defaultdict(list)
+    for r in usable:
+        groups[root(r)].append(r)
+    target_total = args.eval_rows if args.eval_rows else max(1, round(args.eval_fraction * len(usable)))
+    if target_total >= len(usable):
+        raise BadInput(f"eval_rows={target_total} leaves nothing to train on ({len(usable)} usable rows)")
+    label_of = {g: int(a.facts.label[g]) for g in groups}
+    stratified = args.stratify and bool(a.labels) and all(v >= 0 for v in label_of.values())
+    rng = random.Random(args.seed)
+    order = sorted(groups)
+    rng.shuffle(order)
+    per_label: Counter = Counter()
+    for g, members in groups.items():
+        per_label[label_of[g] if stratified else -1] += len(members)
+    targets = {lab: round(target_total * n / len(usable)) for lab, n in per_label.items()}
+    if not stratified:
+        targets = {-1: target_total}
+    taken: Counter = Counter()
+    eval_set: set[int] = set()
+    for g in order:
+        lab = label_of[g] if stratified else -1
+        size = len(groups[g])
+        if taken[lab] + size <= targets[lab]:
+            eval_set.update(groups[g])
+            taken[lab] += size
+    if not eval_set:  # every group larger than the target: take the smallest one
+        g = min(order, key=lambda x: len(groups[x]))
+        eval_set.update(groups[g])
+    stem = path.stem
+    train_path, eval_path = out_dir / f"{stem}.train.jsonl", out_dir / f"{stem}.eval.jsonl"
+    if path.resolve() in (train_path.resolve(), eval_path.resolve()):
+        raise BadInput("the split would overwrite its input", hint="Give another out_dir.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_train = n_eval = 0
+    counts: dict[str, Counter] = defaultdict(Counter)
+    tmp_t, tmp_e = train_path.with_name(train_path.name + ".partial"), eval_path.with_name(eval_path.name + ".partial")
+    with open(tmp_t, "w", encoding="utf-8") as ft, open(tmp_e, "w", encoding="utf-8") as fe:
+        for row, rec in dataio.iter_records(path):
+            if row in skipped or not isinstance(rec, dict):
+                continue
+            side = "eval" if row in eval_set else "train"
+            (fe if side == "eval" else ft).write(json.dumps(rec, ensure_ascii=False) + "\n")
+            if side == "eval":
+                n_eval += 1
+            else:
+                n_train += 1
+            if a.labels and a.facts.label[row] >= 0:
+                counts[a.labels[a.facts.label[row]]][side] += 1
+    tmp_t.replace(train_path)
+    tmp_e.replace(eval_path)
+    return SplitDatasetOutput(
+        train_path=str(train_path), eval_path=str(eval_path), train_rows=n_train, eval_rows=n_eval,
+        skipped_rows=sorted(skipped), stratified=stratified,
+        labels={k: {"train": v["train"], "eval": v["eval"]} for k, v in counts.items()} if counts else None,
+        duplicate_groups=sum(1 for m in groups.values() if len(m) > 1), seed=args.seed)
