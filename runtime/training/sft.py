@@ -91,6 +91,12 @@ def run_trainer(ctx: JobContext, trainer, tokenizer, method: str, model_path: st
         result.update(extra)
     if is_main():
         save_artifacts(ctx, trainer, tokenizer, method, result)
+        if not cfg.get("keep_checkpoints"):
+            # Checkpoints exist for resume; the Trainer writes optimizer/RNG state with torch.save (pickle).
+            # A finished run needs none of it: its artifacts are safetensors.
+            import shutil
+
+            shutil.rmtree(ctx.checkpoints_dir, ignore_errors=True)
     result["metrics"] = _metrics(result)
     return result
 
