@@ -47,10 +47,10 @@ class TransformersEngine(Engine):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(self.ref.path, dtype=getattr(torch, self.dtype_name))
-        self.model.to(self.device)
-        self.model.eval()
-        self.vocab_size = int(self.model.config.vocab_size)
+        self.lm = AutoModelForCausalLM.from_pretrained(self.ref.path, dtype=getattr(torch, self.dtype_name))
+        self.lm.to(self.device)
+        self.lm.eval()
+        self.vocab_size = int(self.lm.config.vocab_size)
 
     def _adapter_name(self, path: str) -> str:
         """Load a PEFT adapter once; return its name inside the PeftModel."""
@@ -64,10 +64,10 @@ class TransformersEngine(Engine):
 
         name = f"a{len(self._adapters)}"
         if not self._adapters:
-            self.model = PeftModel.from_pretrained(self.model, key, adapter_name=name)
-            self.model.eval()
+            self.lm = PeftModel.from_pretrained(self.lm, key, adapter_name=name)
+            self.lm.eval()
         else:
-            self.model.load_adapter(key, adapter_name=name)
+            self.lm.load_adapter(key, adapter_name=name)
         self._adapters[key] = name
         return name
 
@@ -138,15 +138,15 @@ class TransformersEngine(Engine):
         ctx = contextlib.nullcontext()
         if adapter:
             name = self._adapter_name(adapter)
-            self.model.set_adapter(name)
+            self.lm.set_adapter(name)
         elif self._adapters:
-            ctx = self.model.disable_adapter()
+            ctx = self.lm.disable_adapter()
         with Timer() as t, ctx, torch.inference_mode():
-            gen = self.model.generate(**enc, **kwargs)
+            gen = self.lm.generate(**enc, **kwargs)
         new = gen[:, enc["input_ids"].shape[1]:]
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-        if isinstance(self.model.generation_config.eos_token_id, list):
-            eos |= set(self.model.generation_config.eos_token_id)
+        if isinstance(self.lm.generation_config.eos_token_id, list):
+            eos |= set(self.lm.generation_config.eos_token_id)
         comps = []
         for row, req, mask in zip(new.tolist(), reqs, enc["attention_mask"]):
             n = 0
@@ -181,9 +181,9 @@ class TransformersEngine(Engine):
         with self._lock:
             ctx = contextlib.nullcontext()
             if adapter:
-                self.model.set_adapter(self._adapter_name(adapter))
+                self.lm.set_adapter(self._adapter_name(adapter))
             elif self._adapters:
-                ctx = self.model.disable_adapter()
+                ctx = self.lm.disable_adapter()
             with ctx, torch.inference_mode():
                 for start in range(0, len(conversations), bs):
                     chunk = conversations[start:start + bs]
@@ -201,7 +201,7 @@ class TransformersEngine(Engine):
                         self.tokenizer.padding_side = "left"
                     plen = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
                     enc = enc.to(self.device)
-                    logits = self.model(**enc).logits.float()
+                    logits = self.lm(**enc).logits.float()
                     logp = torch.log_softmax(logits[:, :-1], dim=-1)
                     target = enc["input_ids"][:, 1:]
                     tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
