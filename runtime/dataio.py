@@ -323,6 +323,8 @@ def to_conversational(rec: dict, fmt: str | None = None) -> dict:
     """Convert one record to TRL's conversational format for its kind (see the module docstring)."""
     fmt = fmt or record_format(rec)
     if fmt in ("conversational", "openai_chat"):
+        if not isinstance(rec.get("messages"), list):
+            raise BadInput(f"`messages` must be a list of messages, not {type(rec.get('messages')).__name__}")
         return {"messages": _msgs(rec.get("messages"), "messages")}
     if fmt == "prompt_completion":
         return {"messages": [{"role": "user", "content": _require_str(rec, "prompt")},

@@ -204,7 +204,13 @@ class Tokenizing:
         self.rng = random.Random(0)
         self.counted: dict[int, int] = {}
         self.pending: list[tuple[int, str]] = []
-        self.templated_rows: dict[int, Any] = {}
+        self.lower_bound: set[int] = set()
+        # no token is longer than this many bytes: a row with more than max_tokens * this is too long for sure,
+        # and is not tokenized (a 50 MB line would take minutes)
+        try:
+            self.max_piece = max(len(t.encode("utf-8")) for t in self.tok.get_vocab()) or 1
+        except Exception:  # noqa: BLE001
+            self.max_piece = 1 << 20
 
     def render(self, convs: list[list[dict]]) -> list[str | Exception]:
         if not self.has_template:
@@ -227,13 +233,20 @@ class Tokenizing:
 
     def observe(self, row: int, text: str, n_segments: int) -> None:
         self.seen += 1
-        if len(self.reservoir) < 2000:
+        if len(text) > 200_000:
+            pass
+        elif len(self.reservoir) < 2000:
             self.reservoir.append(text)
         else:
             j = self.rng.randrange(self.seen)
             if j < 2000:
                 self.reservoir[j] = text
-        if not self.bound_ok or len(text.encode("utf-8")) + 8 + 2 * n_segments > self.max_tokens:
+        nbytes = len(text.encode("utf-8"))
+        if nbytes > self.max_tokens * self.max_piece:
+            self.counted[row] = -(-nbytes // self.max_piece)
+            self.lower_bound.add(row)
+            return
+        if not self.bound_ok or nbytes + 8 + 2 * n_segments > self.max_tokens:
             self.pending.append((row, text))
             if len(self.pending) >= CHUNK:
                 self.flush()
@@ -475,6 +488,8 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
     flush_chunk()
     del label_rows, template_errors
     n = facts.n
+    if n == 0:
+        raise BadInput(f"{path.name} holds no records (it is empty)", hint="Check the file; nothing to audit.")
     t_read = time.perf_counter() - t0
 
     # --- tokens ------------------------------------------------------------------------------------
@@ -492,7 +507,8 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                 too_long[r] = {"tokens": tk.counted[r], "prompt_tokens": p}
                 cut = "all assistant tokens" if p is not None and p >= tk.max_tokens else "part of the answer"
                 lost += p is not None and p >= tk.max_tokens
-                f["too_long"].add(r, f"{tk.counted[r]} tokens > {tk.max_tokens}; truncation would cut {cut}")
+                at_least = "at least " if r in tk.lower_bound else ""
+                f["too_long"].add(r, f"{at_least}{tk.counted[r]} tokens > {tk.max_tokens}; truncation would cut {cut}")
             f["too_long"].details = {"max_tokens": tk.max_tokens, "rows_losing_all_assistant_tokens": lost}
             if lost:
                 f["too_long"].severity = "error"
@@ -633,7 +649,14 @@ def _prompt_tokens(path: Path, rows: list[int], tk: Tokenizing, fmt: str, templa
         else:
             texts.append("".join(m["content"] for m in prompt))
         keep.append(r)
-    return dict(zip(keep, tk.count(texts))) if texts else {}
+    out = {}
+    small = [(r, t) for r, t in zip(keep, texts) if len(t.encode("utf-8")) <= tk.max_tokens * tk.max_piece]
+    for r, t in zip(keep, texts):
+        if len(t.encode("utf-8")) > tk.max_tokens * tk.max_piece:
+            out[r] = -(-len(t.encode("utf-8")) // tk.max_piece)
+    if small:
+        out.update(zip([r for r, _ in small], tk.count([t for _, t in small])))
+    return out
 
 
 def fetch_records(path: Path, rows: list[int]) -> dict[int, Any]:
