@@ -175,3 +175,23 @@ def test_kill_9_is_detected_and_resume_continues_without_repeating_a_step(tiny_m
     assert steps == list(range(1, 13)), "no step is run (or logged) twice"
     for m in metrics:  # same step, same data position: the same losses as the unbroken run
         assert m["loss"] == pytest.approx(ref_loss[m["step"]], rel=2e-3, abs=2e-3), m["step"]
+
+
+def test_runs_cli_lists_shows_logs_and_refuses_bad_ids(tiny_model_dir, tiny_task, capsys):
+    from assistant.cli import main
+
+    res = call_tool("train_sft", sft_args(tiny_model_dir, tiny_task, max_steps=2, eval_path=None))
+    job_id = res.output["job_id"]
+    capsys.readouterr()
+    assert main(["runs", "show", job_id, "--wait"]) == 0
+    captured = capsys.readouterr()
+    shown = json.loads(captured.out)
+    assert shown["job"]["status"] == "succeeded" and shown["last_metrics"]["step"] == 2
+    assert "step 2/2" in captured.err  # the progress bar is on stderr, JSON alone on stdout
+    assert main(["runs", "list"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["job_id"] == job_id
+    assert main(["runs", "logs", job_id]) == 0
+    assert f"job {job_id} succeeded" in capsys.readouterr().out
+    assert main(["runs", "cancel", job_id]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "job_not_active"
+    assert main(["runs", "resume", "nope"]) == 1
