@@ -91,6 +91,29 @@ def _check_inputs(model: str, *paths: str | None) -> str:
     return resolve_model(model).path
 
 
+def _check_columns(path: str | None, any_of: list[set[str]], what: str) -> None:
+    """Refuse a JSONL file whose first row has none of the accepted column sets, before any job starts."""
+    if not path or not path.endswith(".jsonl"):
+        return
+    import json
+
+    from runtime.errors import BadInput
+    from runtime.paths import resolve_path
+
+    with open(resolve_path(path, must_exist=True), encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), None)
+    if first is None:
+        raise BadInput(f"{path} is empty", hint="Give a file with at least one row.")
+    try:
+        keys = set(json.loads(first))
+    except (json.JSONDecodeError, TypeError):
+        raise BadInput(f"{path}: the first line is not a JSON object", hint="One JSON object per line.") from None
+    if not any(need <= keys for need in any_of):
+        formats = " or ".join("/".join(sorted(n)) for n in any_of)
+        raise BadInput(f"{path} has columns {sorted(keys)}; {what} needs {formats}",
+                       hint="Use TRL's standard dataset formats.", code="bad_dataset_format")
+
+
 class TrainCommon(ToolInput):
     model: str = Field("default", description="model name (`default` = bundled SmolLM2-135M-Instruct) or a local dir")
     learning_rate: float | None = Field(None, gt=0, description="default: 2e-4 for lora/qlora, 2e-5 for full")
@@ -149,6 +172,8 @@ class TrainSFTInput(TrainCommon):
       cost="cpu_job")
 def train_sft(args: TrainSFTInput) -> RunOutput:
     model_path = _check_inputs(args.model, args.train_path, args.eval_path)
+    for p in (args.train_path, args.eval_path):
+        _check_columns(p, [{"messages"}, {"prompt", "completion"}, {"text"}], "train_sft")
     cfg = _base_config(args, args.method)
     planned, plan = _planned(args, "train_sft", args.method, args.train_path, model_path)
     cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan)
@@ -251,3 +276,48 @@ def resume_run(args: ResumeRunInput) -> RunOutput:
     if args.wait:
         job = jobs.wait_job(job.id, timeout=args.timeout_s, on_progress=ProgressPrinter())
     return run_output(job)
+
+
+# --- train_dpo ------------------------------------------------------------------------------------------
+
+class TrainDPOInput(TrainCommon):
+    train_path: str = Field(description="preference data: prompt, chosen, rejected (strings or conversations); "
+                                        "for kto also prompt, completion, label")
+    eval_path: str | None = Field(None, description="held-out pairs: preference accuracy before/after")
+    method: Literal["dpo", "kto", "orpo"] = Field(
+        "dpo", description="dpo (with `loss`), kto (unpaired good/bad labels), orpo (no reference model)")
+    loss: Literal["dpo", "ipo", "hinge"] = Field("dpo", description="the DPO loss: dpo (sigmoid), ipo or hinge")
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference model")
+    adapter_path: str | None = Field(None, description="an SFT adapter to start from (it becomes the reference)")
+    quantize: bool = Field(False, description="load the base in 4-bit nf4 (QLoRA-style DPO)")
+
+
+@tool("train_dpo", "Preference tuning (DPO/IPO/hinge, KTO, ORPO) with LoRA as a background job; the reference "
+      "is the adapter-disabled model.", cost="cpu_job")
+def train_dpo(args: TrainDPOInput) -> RunOutput:
+    from runtime.paths import resolve_path
+
+    model_path = _check_inputs(args.model, args.train_path, args.eval_path)
+    accepted = [{"chosen", "rejected"}] + ([{"prompt", "completion", "label"}] if args.method == "kto" else [])
+    for p in (args.train_path, args.eval_path):
+        _check_columns(p, accepted, f"train_dpo ({args.method})")
+    if args.adapter_path:
+        ap = resolve_path(args.adapter_path, must_exist=True)
+        if not (ap / "adapter_config.json").exists():
+            from runtime.errors import BadInput
+
+            raise BadInput(f"{ap} is not a PEFT adapter dir (no adapter_config.json)",
+                           hint="Pass the adapter_path a train_sft run returned.")
+    base_method = "qlora" if args.quantize else "lora"
+    if args.learning_rate is None:
+        args.learning_rate = 5e-5
+    cfg = _base_config(args, base_method)
+    planned, plan = _planned(args, "train_dpo", base_method, None, model_path)
+    if args.batch_size is None:  # a pair is two sequences
+        planned["batch_size"] = max(1, planned["batch_size"] // 2)
+        planned["grad_accum"] = max(1, planned["grad_accum"])
+    method = args.method if args.method != "dpo" else args.loss
+    cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan, beta=args.beta,
+               loss=args.loss, adapter_path=args.adapter_path, base_method=base_method)
+    job = start_and_maybe_wait("train_dpo", method, args.model, args.train_path, cfg, args.wait, args.timeout_s)
+    return run_output(job, plan)

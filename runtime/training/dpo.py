@@ -1,0 +1,135 @@
+"""Preference training inside the job process: TRL DPOTrainer (loss dpo/ipo/hinge), KTO and ORPO, with LoRA.
+
+The reference model is the adapter-disabled model (TRL's PEFT path), never a second copy in memory. On top of an
+SFT adapter, that adapter is the one trained further and TRL copies it as a `ref` adapter.
+Preference accuracy (the share of held-out pairs where the policy gives the chosen answer a higher log-probability
+than the rejected one) is measured before and after training.
+"""
+
+from __future__ import annotations
+
+from runtime.errors import BadInput
+from runtime.training.common import (JobContext, common_args, is_main, load_model, load_rows, lora_config,
+                                     make_callback, write_json)
+
+DPO_LOSSES = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
+
+
+def _completion_text(tokenizer, prompt, completion) -> tuple[str, str]:
+    if isinstance(prompt, list):
+        pre = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        if not full.startswith(pre):
+            return pre, full[len(pre):]
+        return pre, full[len(pre):]
+    return prompt, completion
+
+
+def preference_accuracy(model, tokenizer, rows, limit: int = 200) -> dict:
+    """Share of pairs with logp(chosen) > logp(rejected) (summed over the answer's tokens), and the mean margin."""
+    import torch
+
+    model.eval()
+    wins, margins = 0, []
+    rows = list(rows)[:limit]
+
+    def logp(prompt_text: str, answer: str) -> float:
+        p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([p_ids + a_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits.float()
+        lp = torch.log_softmax(logits[0, :-1], -1)
+        tgt = ids[0, 1:]
+        picked = lp.gather(-1, tgt[:, None])[:, 0]
+        return float(picked[len(p_ids) - 1:].sum())
+
+    for r in rows:
+        pre, chosen = _completion_text(tokenizer, r["prompt"], r["chosen"])
+        _, rejected = _completion_text(tokenizer, r["prompt"], r["rejected"])
+        m = logp(pre, chosen) - logp(pre, rejected)
+        margins.append(m)
+        wins += m > 0
+    return {"accuracy": round(wins / max(1, len(rows)), 4), "mean_margin": round(sum(margins) / max(1, len(margins)), 4),
+            "pairs": len(rows)}
+
+
+def to_unpaired(ds):
+    """Paired preferences -> KTO's unpaired rows (chosen: label True, rejected: label False)."""
+    from datasets import Dataset
+
+    if "label" in ds.column_names:
+        return ds
+    rows = []
+    for r in ds:
+        rows.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+        rows.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+    return Dataset.from_list(rows)
+
+
+def train(ctx: JobContext) -> dict:
+    from transformers import AutoTokenizer
+
+    from runtime.models import resolve_model
+    from runtime.training.sft import run_trainer
+
+    cfg = ctx.config
+    method = ctx.method or "dpo"
+    model_path = resolve_model(cfg["model"]).path
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_ds = load_rows(cfg["train_path"])
+    eval_ds = load_rows(cfg["eval_path"]) if cfg.get("eval_path") else None
+    needed = {"chosen", "rejected"} if method != "kto" or "label" not in train_ds.column_names else {"completion", "label"}
+    if not needed <= set(train_ds.column_names):
+        raise BadInput(f"{method} needs preference data with columns {sorted(needed)}; got {train_ds.column_names}",
+                       hint="Use TRL's preference format: prompt, chosen, rejected (strings or conversations).")
+    model = load_model(model_path, cfg.get("base_method", "lora"), cfg)
+    peft_config = lora_config(cfg)
+    if cfg.get("adapter_path"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, cfg["adapter_path"], is_trainable=True)
+        peft_config = None
+    base = common_args(ctx, eval_ds is not None)
+    base.pop("remove_unused_columns")  # the preference trainers choose their own columns
+    beta = float(cfg.get("beta", 0.1))
+    max_length = int(cfg.get("max_length", 512))
+    acc_before = None
+    if method in ("dpo", "ipo", "hinge"):
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**base, beta=beta, loss_type=[DPO_LOSSES[method]],
+                         max_length=max_length)
+        trainer_cls = DPOTrainer
+    elif method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        train_ds = to_unpaired(train_ds)
+        args = KTOConfig(**base, beta=beta, max_length=max_length)
+        trainer_cls = KTOTrainer
+    elif method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(**base, beta=beta, max_length=max_length)
+        trainer_cls = ORPOTrainer
+    else:
+        raise BadInput(f"unknown preference method {method!r}", hint="dpo, ipo, hinge, kto or orpo")
+    pairs = list(eval_ds) if eval_ds is not None and "chosen" in eval_ds.column_names else None
+    trainer_eval = eval_ds if method != "kto" or eval_ds is None else to_unpaired(eval_ds)
+    if pairs and not ctx.resume_from:
+        acc_before = preference_accuracy(model, tokenizer, pairs)
+    trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=trainer_eval,
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[make_callback(ctx)])
+    result = run_trainer(ctx, trainer, tokenizer, "lora", model_path, trainer_eval is not None,
+                         extra={"preference_method": method, "beta": beta})
+    if pairs and trainer.state.global_step:
+        after = preference_accuracy(trainer.model, tokenizer, pairs)
+        result["preference_accuracy"] = after["accuracy"]
+        result["preference_margin"] = after["mean_margin"]
+        result["metrics"]["preference_accuracy"] = after["accuracy"]
+        if acc_before:
+            result["preference_accuracy_before"] = acc_before["accuracy"]
+            result["metrics"]["preference_accuracy_before"] = acc_before["accuracy"]
+    if is_main() and (ctx.run_dir / "result.json").exists():
+        write_json(ctx.run_dir / "result.json", result)
+    return result

@@ -1,0 +1,52 @@
+"""The preference and distillation methods run end to end as jobs on a tiny model (fast; proofs of learning are
+in test_train_real.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools import call_tool
+
+
+@pytest.fixture
+def pref_task(workspace):
+    from runtime.samples import ticket_preference_records, write_jsonl
+
+    rows = ticket_preference_records(24, seed=3)
+    write_jsonl(workspace / "pref_train.jsonl", rows[:16])
+    write_jsonl(workspace / "pref_eval.jsonl", rows[16:])
+    return {"train_path": "pref_train.jsonl", "eval_path": "pref_eval.jsonl"}
+
+
+@pytest.mark.parametrize("spec", [{"method": "dpo", "loss": "ipo"}, {"method": "kto"}, {"method": "orpo"}])
+def test_preference_methods_run_as_jobs(tiny_model_dir, pref_task, spec):
+    res = call_tool("train_dpo", {"model": str(tiny_model_dir), **pref_task, "max_steps": 2, "batch_size": 2,
+                                  "max_length": 96, "precision": "fp32", "wait": True, **spec})
+    assert res.ok, res.error
+    out = res.output
+    assert out["status"] == "succeeded", out
+    m = out["metrics"]
+    assert m["global_step"] == 2
+    assert 0.0 <= m["preference_accuracy"] <= 1.0 and "preference_accuracy_before" in m
+    assert (Path(out["adapter_path"]) / "adapter_model.safetensors").exists()
+    from runtime import jobs
+
+    job = jobs.get_job(out["job_id"])
+    assert job.method == ("ipo" if spec.get("loss") == "ipo" else spec["method"])
+    assert json.loads((Path(out["run_dir"]) / "result.json").read_text())["preference_method"] == job.method
+
+
+def test_dpo_rejects_sft_data_with_a_hint(tiny_model_dir, workspace):
+    from runtime.samples import ticket_records, write_jsonl
+
+    write_jsonl(workspace / "sft.jsonl", ticket_records(8))
+    res = call_tool("train_dpo", {"model": str(tiny_model_dir), "train_path": "sft.jsonl", "max_steps": 1,
+                                  "wait": True})
+    assert not res.ok and res.error["code"] == "bad_dataset_format"
+    assert "chosen" in res.error["message"]
+    from runtime import jobs
+
+    assert jobs.list_jobs() == []  # refused before any job started
