@@ -105,15 +105,19 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-_PII = re.compile(
-    r"(?P<email>\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b)"
-    r"|(?P<secret>\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
+_SECRET_HINT = re.compile(r"sk-|sk_live_|AKIA|gh[pousr]_|xox[abprs]-|AIza|eyJ|-----BEGIN|(?i:api.?key|secret|passw|token)")
+_SECRET = re.compile(
+    r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
     r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{20,}"
     r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})"
     r"|-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----"
     r"|(?i:\b(?:api[_-]?key|secret|password|passwd|access[_-]?token|auth[_-]?token)\b\s*[:=]\s*['\"]?"
-    r"[A-Za-z0-9_\-./+]{8,}))"
-    r"|(?P<card>(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-]))"
+    r"[A-Za-z0-9_\-./+]{8,})")
+# digit runs long enough to be a card, an IP or a phone number; the precise patterns run inside them only
+_DIGITS = re.compile(r"[+(]?\d[\d .()+-]{5,}\d")
+_NUMBERS = re.compile(
+    r"(?P<card>(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-]))"
     r"|(?P<ip>(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.]))"
     r"|(?P<phone>(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]\d{3}[ .-]\d{4}(?!\d)"
     r"|(?<![\w+])\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){2,3}(?!\d))"
@@ -123,14 +127,26 @@ _PII = re.compile(
 def find_pii(text: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) spans of emails, secrets, Luhn-valid card numbers, IPv4 addresses and phone numbers."""
     out = []
-    for m in _PII.finditer(text):
-        kind = m.lastgroup
-        if kind == "card":
-            digits = re.sub(r"\D", "", m.group())
-            if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
-                continue
-        out.append((kind, m.start(), m.end()))
-    return out
+    if "@" in text:
+        out += [("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
+    if _SECRET_HINT.search(text):
+        out += [("secret", m.start(), m.end()) for m in _SECRET.finditer(text)]
+    for span in _DIGITS.finditer(text):
+        lo, hi = max(0, span.start() - 1), min(len(text), span.end() + 1)
+        for m in _NUMBERS.finditer(text, lo, hi):
+            kind = m.lastgroup
+            if kind == "card":
+                digits = re.sub(r"\D", "", m.group())
+                if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
+                    continue
+            out.append((kind, m.start(), m.end()))
+    out.sort(key=lambda x: x[1])
+    merged: list[tuple[str, int, int]] = []
+    for item in out:  # drop spans inside an earlier one (a phone number inside a secret)
+        if merged and item[1] < merged[-1][2]:
+            continue
+        merged.append(item)
+    return merged
 
 
 def redact_pii(text: str) -> tuple[str, Counter]:
@@ -205,6 +221,7 @@ class Tokenizing:
         self.counted: dict[int, int] = {}
         self.pending: list[tuple[int, str]] = []
         self.lower_bound: set[int] = set()
+        self._overheads: dict[tuple, int | None] = {}
         # no token is longer than this many bytes: a row with more than max_tokens * this is too long for sure,
         # and is not tokenized (a 50 MB line would take minutes)
         try:
@@ -231,25 +248,61 @@ class Tokenizing:
             return [len(e.ids) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
         return [len(self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
 
-    def observe(self, row: int, text: str, n_segments: int) -> None:
+    def _sample(self, item: tuple) -> None:
         self.seen += 1
-        if len(text) > 200_000:
-            pass
-        elif len(self.reservoir) < 2000:
-            self.reservoir.append(text)
+        if len(self.reservoir) < 2000:
+            self.reservoir.append(item)
         else:
             j = self.rng.randrange(self.seen)
             if j < 2000:
-                self.reservoir[j] = text
+                self.reservoir[j] = item
+
+    def _overhead(self, conv: list[dict]) -> int | None:
+        """Bytes the template adds around a conversation with these roles, if it adds content verbatim."""
+        sig = tuple(m["role"] for m in conv)
+        if sig not in self._overheads:
+            try:
+                empty = self.tok.apply_chat_template([{"role": r, "content": ""} for r in sig], tokenize=False)
+                probe = self.tok.apply_chat_template([{"role": r, "content": "xxxxxxx"} for r in sig], tokenize=False)
+                linear = len(probe.encode()) - len(empty.encode()) == 7 * len(sig)
+                self._overheads[sig] = len(empty.encode()) if linear else None
+            except Exception:  # noqa: BLE001 - the template rejects these roles: render each row to say so
+                self._overheads[sig] = None
+        return self._overheads[sig]
+
+    def needs_render(self, row: int, conv: list[dict], templated: bool) -> bool:
+        """False when the row provably fits (it is then only sampled for the length distribution)."""
+        if not self.bound_ok:
+            return True
+        if templated and self.has_template:
+            if any(m.get("tool_calls") for m in conv):
+                return True
+            overhead = self._overhead(conv)
+            if overhead is None:
+                return True
+        else:
+            overhead = 16 * len(conv)
+        size = overhead + 8 + 2 * len(conv)
+        for m in conv:
+            c = m["content"]
+            size += len(c) if c.isascii() else len(c.encode("utf-8"))
+        if size > self.max_tokens:
+            return True
+        self._sample(("conv", conv) if templated and self.has_template else ("text", "".join(
+            m["content"] for m in conv)))
+        return False
+
+    def observe(self, row: int, text: str, n_segments: int) -> None:
+        if len(text) <= 200_000:
+            self._sample(("text", text))
         nbytes = len(text.encode("utf-8"))
         if nbytes > self.max_tokens * self.max_piece:
             self.counted[row] = -(-nbytes // self.max_piece)
             self.lower_bound.add(row)
             return
-        if not self.bound_ok or nbytes + 8 + 2 * n_segments > self.max_tokens:
-            self.pending.append((row, text))
-            if len(self.pending) >= CHUNK:
-                self.flush()
+        self.pending.append((row, text))
+        if len(self.pending) >= CHUNK:
+            self.flush()
 
     def flush(self) -> None:
         if self.pending:
@@ -259,8 +312,13 @@ class Tokenizing:
 
     def stats(self) -> dict:
         self.flush()
-        lengths = sorted(self.counted.values()) if not self.bound_ok else sorted(self.count(self.reservoir)) \
-            if self.reservoir else []
+        if not self.bound_ok:
+            lengths = sorted(self.counted.values())
+        else:
+            convs = [x for k, x in self.reservoir if k == "conv"]
+            texts = [x for k, x in self.reservoir if k == "text"] + [
+                t for t in (self.render(convs) if convs else []) if isinstance(t, str)]
+            lengths = sorted(self.count(texts)) if texts else []
         if not lengths:
             return {"max_tokens": self.max_tokens}
         pick = lambda q: lengths[min(len(lengths) - 1, int(q * len(lengths)))]  # noqa: E731
@@ -479,7 +537,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
             else:
                 labels_possible = False
         facts.valid[row] = 1 if ok else 0
-        if tk is not None:
+        if tk is not None and tk.needs_render(row, render_conv, templated):
             chunk_rows.append(row)
             chunk_convs.append(render_conv)
             chunk_meta.append(nseg)
@@ -734,115 +792,94 @@ def shingle_hashes(ids, offsets, k: int):
     return h, np.repeat(np.arange(lengths.size), n_windows)
 
 
-def _signatures(hashes, rows_of_hash, rows):
-    """(len(rows), NUM_PERM) uint32 MinHash signatures (rensa) for the given rows, in that order."""
+def signatures(ids, offsets, step: int = 8192):
+    """MinHash signatures (rensa, NUM_PERM uint32 each) of word 3-gram shingles for every row that has words.
+
+    Returns (sig, rows): sig[i] belongs to row rows[i]. Rows are processed in slices so memory holds the
+    signatures plus one slice's shingles, never all shingles at once."""
     import numpy as np
     import rensa
 
-    rows = np.asarray(rows, dtype=np.int64)
-    counts = np.bincount(rows_of_hash, minlength=int(rows.max()) + 1 if rows.size else 0) if rows_of_hash.size else \
-        np.zeros(0, np.int64)
-    if rows.size == 0:
-        return np.zeros((0, NUM_PERM), np.uint32)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    sel = _ranges(starts[rows], starts[rows + 1])
-    offs = np.concatenate([[0], np.cumsum(starts[rows + 1] - starts[rows])]).astype(np.uint64)
-    m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(np.ascontiguousarray(hashes[sel]), offs, NUM_PERM, 7)
-    return np.asarray(m.to_rows(), dtype=np.uint32).reshape(len(rows), NUM_PERM)
+    ids = np.asarray(ids)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    rows = np.flatnonzero(np.diff(offsets) > 0)
+    sig = np.empty((rows.size, NUM_PERM), dtype=np.uint32)
+    for i in range(0, rows.size, step):
+        chunk = rows[i:i + step]
+        lo, hi = int(offsets[chunk[0]]), int(offsets[chunk[-1] + 1])
+        # the rows between chunk[0] and chunk[-1] that have no words contribute no shingles
+        local = offsets[chunk[0]:chunk[-1] + 2] - lo
+        hashes, rows_of = shingle_hashes(ids[lo:hi].astype(np.uint64), local, SHINGLE)
+        counts = np.bincount(rows_of, minlength=local.size - 1)[chunk - chunk[0]]
+        offs = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint64)
+        m = rensa.RMinHash.digest_matrix_from_flat_token_hashes(hashes, offs, NUM_PERM, 7)
+        sig[i:i + chunk.size] = np.asarray(m.to_rows(), dtype=np.uint32)
+    return sig, rows
 
 
-def _ranges(starts, ends):
+def _band_keys(sig, b: int):
     import numpy as np
 
-    lens = ends - starts
-    return np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+    r = NUM_PERM // NUM_BANDS
+    key = np.zeros(sig.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(r):
+            key = (key ^ (sig[:, b * r + j].astype(np.uint64) * np.uint64(_MIX[j]))) * np.uint64(0x100000001B3)
+    return key
 
 
-def _band_pairs(sig, threshold: float, cross_from: int | None = None):
-    """Verified similar pairs (i, j) among signature rows via banding; with cross_from, only pairs between
-    rows < cross_from and rows >= cross_from (i from the first block, j from the second)."""
+def _band_pairs(sig, threshold: float, other=None):
+    """Verified similar pairs via LSH banding (NUM_BANDS bands of NUM_PERM/NUM_BANDS rows).
+
+    Without ``other``: pairs (i, j), i < j, within ``sig`` (each row compared with the first row of every bucket it
+    shares). With ``other``: pairs (i, j) with i a row of ``sig`` and j a row of ``other``."""
     import numpy as np
 
     pairs = set()
     n = sig.shape[0]
-    if n < 2:
+    m = 0 if other is None else other.shape[0]
+    if n + m < 2 or (other is not None and (n == 0 or m == 0)):
         return pairs
-    r = NUM_PERM // NUM_BANDS
-    idx = np.arange(n)
     for b in range(NUM_BANDS):
-        band = sig[:, b * r:(b + 1) * r].astype(np.uint64)
-        key = np.zeros(n, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for j in range(r):
-                key = (key ^ (band[:, j] * np.uint64(_MIX[j]))) * np.uint64(0x100000001B3)
+        key = _band_keys(sig, b) if other is None else np.concatenate([_band_keys(sig, b), _band_keys(other, b)])
         order = np.argsort(key, kind="stable")
         ks = key[order]
         new_group = np.concatenate([[True], ks[1:] != ks[:-1]])
         gid = np.cumsum(new_group) - 1
-        sizes = np.bincount(gid)
-        multi = sizes[gid] > 1
+        multi = np.bincount(gid)[gid] > 1
         if not multi.any():
             continue
         members, g = order[multi], gid[multi]
-        if cross_from is None:
-            first = np.full(gid[-1] + 1, -1)
-            # representative: the smallest index in each group (order is stable, so the first seen)
+        rep = np.full(int(gid[-1]) + 1, -1)
+        if other is None:
             first_pos = np.flatnonzero(new_group)
-            first[gid[first_pos]] = order[first_pos]
-            rep = first[g]
-            cand = members != rep
-            a, c = members[cand], rep[cand]
+            rep[gid[first_pos]] = order[first_pos]  # stable sort: the smallest index of each bucket
+            r_ = rep[g]
+            cand = members != r_
         else:
-            is_eval = members >= cross_from
-            ge = np.full(gid[-1] + 1, -1)
-            ge[g[is_eval][::-1]] = members[is_eval][::-1]
-            rep = ge[g]
-            cand = (~is_eval) & (rep >= 0)
-            a, c = members[cand], rep[cand]
-        if a.size == 0:
-            continue
-        est = (sig[a] == sig[c]).mean(axis=1)
-        ok = est >= threshold
-        for x, y in zip(a[ok].tolist(), c[ok].tolist()):
-            pairs.add((min(x, y), max(x, y)) if cross_from is None else (x, y))
-    del idx
+            is_other = members >= n
+            rep[g[is_other][::-1]] = members[is_other][::-1]
+            r_ = rep[g]
+            cand = (~is_other) & (r_ >= 0)
+        a, c = members[cand], r_[cand]
+        for s0 in range(0, a.size, 16384):
+            aa, cc = a[s0:s0 + 16384], c[s0:s0 + 16384]
+            right = sig[cc] if other is None else other[cc - n]
+            ok = (sig[aa] == right).mean(axis=1) >= threshold
+            for x, y in zip(aa[ok].tolist(), cc[ok].tolist()):
+                pairs.add((min(x, y), max(x, y)) if other is None else (x, y - n))
     return pairs
 
 
 def _near_duplicates(facts: RowFacts, th: Thresholds, ev_words, ev_offsets):
-    """Near-duplicate clusters among train rows ({root: sorted members}) and train->eval near-copies."""
+    """Near-duplicate clusters among train rows ({root: sorted members}) and train row -> similar eval row."""
     import numpy as np
-    import rensa
 
     offsets = np.frombuffer(facts.word_offsets, dtype=np.int64)
     ids = np.frombuffer(facts.word_ids, dtype=np.uint32)
-    hashes, rows_of = shingle_hashes(ids, offsets, SHINGLE)
-    lengths = np.diff(offsets)
-    rows_with_words = np.flatnonzero(lengths > 0)
+    sig, rows = signatures(ids, offsets)
     clusters: dict[int, list[int]] = {}
     cross: dict[int, int] = {}
-    if rows_with_words.size == 0:
-        return clusters, cross
-    # stage 1: rensa's LSH flags candidate rows (sharing any band with another row) cheaply, in Rust
-    counts = np.bincount(rows_of, minlength=facts.n)
-    offs = np.concatenate([[0], np.cumsum(counts[rows_with_words])]).astype(np.uint64)
-    sel_hash = hashes  # rows_of is sorted and rows without words have no hashes
-    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(sel_hash, offs, NUM_PERM, 7)
-    lsh = rensa.RMinHashLSH(th.near_duplicate, NUM_PERM, NUM_BANDS)
-    lsh.insert_matrix(matrix, 0)
-    ev_hashes = ev_rows_of = None
-    if ev_words is not None and ev_words.size:
-        ev_hashes, ev_rows_of = shingle_hashes(ev_words, ev_offsets, SHINGLE)
-        ev_present = np.flatnonzero(np.diff(ev_offsets) > 0)
-        ev_counts = np.bincount(ev_rows_of, minlength=len(ev_offsets) - 1)
-        ev_offs = np.concatenate([[0], np.cumsum(ev_counts[ev_present])]).astype(np.uint64)
-        ev_matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(ev_hashes, ev_offs, NUM_PERM, 7)
-        lsh.insert_matrix(ev_matrix, int(rows_with_words.size))
-    flags = np.asarray(lsh.query_duplicate_flags_matrix(matrix), dtype=bool)
-    candidates = rows_with_words[flags]
-    del matrix, lsh
-    # stage 2: exact signatures for candidates only, banded and verified here
-    sig = _signatures(hashes, rows_of, candidates)
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -852,7 +889,7 @@ def _near_duplicates(facts: RowFacts, th: Thresholds, ev_words, ev_offsets):
         return x
 
     for i, j in _band_pairs(sig, th.near_duplicate):
-        a, b = find(int(candidates[i])), find(int(candidates[j]))
+        a, b = find(int(rows[i])), find(int(rows[j]))
         if a != b:
             parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = defaultdict(list)
@@ -860,12 +897,10 @@ def _near_duplicates(facts: RowFacts, th: Thresholds, ev_words, ev_offsets):
         groups[find(x)].append(x)
     for root, members in groups.items():
         clusters[root] = sorted(set(members) | {root})
-    if ev_hashes is not None:
-        ev_present_rows = np.flatnonzero(np.diff(ev_offsets) > 0)
-        ev_sig = _signatures(ev_hashes, ev_rows_of, ev_present_rows)
-        both = np.concatenate([sig, ev_sig]) if sig.size else ev_sig
-        for i, j in _band_pairs(both, th.contamination_similarity, cross_from=sig.shape[0]):
-            cross.setdefault(int(candidates[i]), int(ev_present_rows[j - sig.shape[0]]))
+    if ev_words is not None and ev_words.size:
+        ev_sig, ev_rows = signatures(ev_words, ev_offsets)
+        for i, j in sorted(_band_pairs(sig, th.contamination_similarity, other=ev_sig)):
+            cross.setdefault(int(rows[i]), int(ev_rows[j]))
     return clusters, cross
 
 
