@@ -249,3 +249,23 @@ def test_cli_audit_dataset(workspace, bundled_model_dir):
     bad = subprocess.run([sys.executable, "-m", "assistant", "tool", "call", "audit_dataset", "--args",
                           '{"path": "t.jsonl", "bogus": 1}'], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
+
+
+def test_strict_schema_nulls_mean_defaults_and_other_file_types(workspace, bundled_model_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"instruction": f"Name a colour number {i}", "input": "", "output": f"colour {i}"} for i in range(25)]
+    pq.write_table(pa.Table.from_pylist(rows + [rows[0]]), workspace / "alpaca.parquet")
+    out = audit(path="alpaca.parquet", max_tokens=None, eval_path=None,
+                thresholds={"near_duplicate": None, "contamination_ngram": None, "contamination_similarity": None,
+                            "label_max_classes": None, "label_imbalance_ratio": None, "length_bias": None,
+                            "min_rows_for_stats": None}, exact_token_counts=None)
+    assert out["format"] == "alpaca" and out["rows"] == 26
+    assert by_check(out)["exact_duplicate"]["rows"] == [25]
+    assert out["summary"]["thresholds"]["near_duplicate"] == 0.75
+    with open(workspace / "sg.json", "w") as f:
+        json.dump([{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+                   {"conversations": [{"from": "gpt", "value": "first"}, {"from": "human", "value": "hi"}]}], f)
+    out = audit(path="sg.json")
+    assert out["format"] == "sharegpt" and by_check(out)["role_order"]["rows"] == [1]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from runtime import dataio
 from runtime.errors import BadInput
@@ -48,6 +48,12 @@ class Thresholds(BaseModel):
     length_bias: float = Field(0.7, gt=0.5, le=1.0, description="warn when chosen is >10% longer (or shorter) than "
                                 "rejected in at least this share of preference pairs")
     min_rows_for_stats: int = Field(20, ge=2, description="dataset-level checks (labels, length bias) need this many rows")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_mean_defaults(cls, data: Any) -> Any:
+        # strict tool schemas make every field required and nullable: a null asks for the default
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 @dataclass
