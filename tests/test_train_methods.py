@@ -50,3 +50,30 @@ def test_dpo_rejects_sft_data_with_a_hint(tiny_model_dir, workspace):
     from runtime import jobs
 
     assert jobs.list_jobs() == []  # refused before any job started
+
+
+@pytest.fixture
+def sft_task(workspace):
+    from runtime.samples import ticket_records, write_jsonl
+
+    rows = ticket_records(24, seed=4)
+    write_jsonl(workspace / "train.jsonl", rows[:16])
+    write_jsonl(workspace / "eval.jsonl", rows[16:])
+    return {"train_path": "train.jsonl", "eval_path": "eval.jsonl"}
+
+
+@pytest.mark.parametrize("mode", ["logit", "sequence"])
+def test_distill_makes_a_half_depth_student_and_saves_it(tiny_model_dir, sft_task, mode):
+    res = call_tool("distill", {"model": str(tiny_model_dir), **sft_task, "mode": mode, "max_steps": 3,
+                                "batch_size": 4, "max_new_tokens": 4, "precision": "fp32", "wait": True})
+    assert res.ok, res.error
+    out = res.output
+    assert out["status"] == "succeeded", out
+    m = out["metrics"]
+    assert (m["teacher_layers"], m["student_layers"]) == (2, 1)
+    assert m["teacher_kl"] < m["teacher_kl_before"] or mode == "sequence"
+    cfg = json.loads((Path(out["model_dir"]) / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1
+    assert (Path(out["model_dir"]) / "model.safetensors").exists()
+    if mode == "sequence":
+        assert (Path(out["run_dir"]) / "teacher_answers.jsonl").exists()

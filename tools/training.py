@@ -321,3 +321,37 @@ def train_dpo(args: TrainDPOInput) -> RunOutput:
                loss=args.loss, adapter_path=args.adapter_path, base_method=base_method)
     job = start_and_maybe_wait("train_dpo", method, args.model, args.train_path, cfg, args.wait, args.timeout_s)
     return run_output(job, plan)
+
+
+# --- distill --------------------------------------------------------------------------------------------
+
+class DistillInput(TrainCommon):
+    train_path: str = Field(description="prompts with answers (messages or prompt/completion); for `sequence` "
+                                        "only the prompts are used and the teacher writes the answers")
+    eval_path: str | None = Field(None, description="held-out rows: the student's KL to the teacher before/after")
+    student: str | None = Field(None, description="a student model with the teacher's tokenizer; default: the "
+                                                  "teacher with every other layer")
+    mode: Literal["logit", "gkd", "sequence"] = Field(
+        "logit", description="logit: forward KL on the answers (off-policy); gkd: TRL's on-policy GKD; "
+                             "sequence: the teacher generates answers, the student trains on them")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the distillation loss")
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="answer length for teacher/student generation")
+
+
+@tool("distill", "Distil a teacher into a smaller student (logit KD, on-policy GKD or sequence-level KD) as a "
+      "background job.", cost="cpu_job")
+def distill(args: DistillInput) -> RunOutput:
+    model_path = _check_inputs(args.model, args.train_path, args.eval_path)
+    if args.student:
+        _check_inputs(args.student)
+    for p in (args.train_path, args.eval_path):
+        _check_columns(p, [{"messages"}, {"prompt", "completion"}] + ([{"prompt"}] if args.mode == "sequence" else []),
+                       "distill")
+    if args.learning_rate is None:
+        args.learning_rate = 1e-4
+    cfg = _base_config(args, "full")
+    planned, plan = _planned(args, "distill", "full", args.train_path, model_path)
+    cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan, student=args.student,
+               temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    job = start_and_maybe_wait("distill", args.mode, args.model, args.train_path, cfg, args.wait, args.timeout_s)
+    return run_output(job, plan)
