@@ -45,6 +45,9 @@ class EvaluateInput(ToolInput):
     json_schema: dict | None = Field(None, description="schema for json_valid (outputs must parse and match)")
     baseline: str | None = Field(None, description="name of the candidate the others are compared with "
                                                    "(default: the first)")
+    compare: Literal["baseline", "all_pairs"] = Field(
+        "baseline", description="baseline: each candidate vs the baseline; all_pairs: every later candidate vs "
+                                "every earlier one")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N rows")
     max_new_tokens: int | None = Field(None, ge=1, le=4096, description="default: 1.5x the longest reference")
     batch_size: int = Field(16, ge=1, le=256, description="requests per generate batch")
@@ -189,10 +192,12 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
     by_name = {r.name: r for r in runs}
     base_run = by_name[baseline]
     comparisons: list[dict] = []
-    for r in runs:
-        if r.name == baseline:
-            continue
-        comp = {"candidate": r.name, "baseline": baseline, "metrics": {}}
+    if args.compare == "all_pairs":
+        pairs = [(runs[i], runs[j]) for j in range(len(runs)) for i in range(j)]
+    else:
+        pairs = [(base_run, r) for r in runs if r.name != baseline]
+    for base_run, r in pairs:
+        comp = {"candidate": r.name, "baseline": base_run.name, "metrics": {}}
         for mname, m in r.metrics.items():
             if mname in base_run.metrics:
                 comp["metrics"][mname] = ec.paired_delta(base_run.metrics[mname], m, args.bootstrap, args.seed)
@@ -448,11 +453,11 @@ def _report(out: dict, examples, runs) -> str:
         lines.append(f"| {r['name']} | " + " | ".join(_fmt(r["metrics"].get(m)) for m in metric_names)
                      + f" | {r['latency_s']['p50']} / {r['latency_s']['p95']} | {r['tokens_per_s']} |")
     if out["comparisons"]:
-        lines += ["", "## Comparisons (candidate minus baseline)", "",
-                  "| candidate | metric | delta [95% CI] | CI excludes 0 |", "|---|---|---|---|"]
+        lines += ["", "## Comparisons (candidate minus baseline, paired bootstrap)", "",
+                  "| candidate | baseline | metric | delta [95% CI] | CI excludes 0 |", "|---|---|---|---|---|"]
         for c in out["comparisons"]:
             for m, d in c["metrics"].items():
-                lines.append(f"| {c['candidate']} | {m} | {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+                lines.append(f"| {c['candidate']} | {c['baseline']} | {m} | {d['delta']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
                              f" | {'yes' if d['excludes_zero'] else 'no'} |")
         judged = [c for c in out["comparisons"] if c.get("judge")]
         if judged:
