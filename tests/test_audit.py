@@ -93,6 +93,7 @@ def test_every_sft_check_finds_its_planted_row(planted):
     assert f["contamination"]["rows"] == [idx["contamination"]] and f["contamination"]["severity"] == "error"
     assert f["pii"]["rows"] == [idx["pii"]]
     assert set(f["pii"]["details"]["kinds"]) == {"email", "phone", "ip", "card", "secret"}
+    assert "jane.doe@example.com" not in json.dumps(out) and "[EMAIL]" in f["pii"]["examples"][0]["preview"]
     assert f["refusal"]["rows"] == [idx["refusal"]]
     for fi in out["findings"]:
         assert set(fi) >= {"check", "severity", "count", "rows", "examples", "message"}
@@ -269,3 +270,13 @@ def test_strict_schema_nulls_mean_defaults_and_other_file_types(workspace, bundl
                    {"conversations": [{"from": "gpt", "value": "first"}, {"from": "human", "value": "hi"}]}], f)
     out = audit(path="sg.json")
     assert out["format"] == "sharegpt" and by_check(out)["role_order"]["rows"] == [1]
+
+
+def test_examples_carry_previews(workspace, bundled_model_dir):
+    rows = ticket_records(25, seed=2)
+    write_jsonl(workspace / "t.jsonl", rows + [rows[4]])
+    out = audit(path="t.jsonl")
+    ex = by_check(out)["exact_duplicate"]["examples"][0]
+    assert ex["row"] == 25 and rows[4]["messages"][1]["content"][:40] in ex["preview"]
+    assert "preview" in open(out["report_path"]).read() or rows[4]["messages"][1]["content"][:30] in open(
+        out["report_path"]).read()

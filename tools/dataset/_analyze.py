@@ -7,6 +7,7 @@ records themselves; token counts, MinHash signatures and LSH run batched at the 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import time
@@ -642,6 +643,8 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                           "a reward for length, not quality")
             fb.details = {"chosen_longer": share_long, "chosen_shorter": share_short}
 
+    _add_previews(path, kind_file, facts, f)
+
     # --- messages ------------------------------------------------------------------------------------
     msg = {
         "invalid_json": "records that are not valid JSON (or not UTF-8); line numbers in `lines`",
@@ -721,6 +724,40 @@ def _prompt_tokens(path: Path, rows: list[int], tk: Tokenizing, fmt: str, templa
     if small:
         out.update(zip([r for r, _ in small], tk.count([t for _, t in small])))
     return out
+
+
+def preview(rec: Any, limit: int = 200) -> str:
+    """A short one-line view of a record for reports."""
+    try:
+        conv = dataio.to_conversational(rec)
+        if "messages" in conv:
+            parts = [f"{m['role']}: {m['content'][:limit]}" for m in conv["messages"]]
+        elif "chosen" in conv:
+            parts = [f"{m['role']}: {m['content'][:limit]}" for m in conv["prompt"]] + [
+                "chosen: " + "".join(m["content"][:limit] for m in conv["chosen"]),
+                "rejected: " + "".join(m["content"][:limit] for m in conv["rejected"])]
+        else:
+            parts = [conv["text"][:limit]]
+        text = " | ".join(parts)
+    except Exception:  # noqa: BLE001 - a record that does not convert is shown as JSON
+        text = json.dumps(rec, ensure_ascii=False, default=str)[:limit * 2]
+    text = redact_pii(" ".join(text.split()))[0]  # reports never repeat the personal data they warn about
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _add_previews(path: Path, kind_file: str, facts: RowFacts, findings: dict[str, Finding]) -> None:
+    rows = {ex["row"] for fi in findings.values() if fi.check != "invalid_json" for ex in fi.examples}
+    if not rows:
+        return
+    if kind_file == "jsonl":
+        recs = dataio.read_jsonl_at(path, {r: facts.offsets[r] for r in rows})
+    else:
+        recs = fetch_records(path, sorted(rows))
+    for fi in findings.values():
+        for ex in fi.examples:
+            rec = recs.get(ex["row"])
+            if isinstance(rec, dict):
+                ex["preview"] = preview(rec)
 
 
 def fetch_records(path: Path, rows: list[int]) -> dict[int, Any]:

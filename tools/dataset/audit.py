@@ -113,7 +113,8 @@ def render_markdown(out: dict, path: str) -> str:
             if fi.get("lines"):
                 lines.append(f"Lines: {', '.join(map(str, fi['lines'][:20]))}")
             for ex in fi["examples"]:
-                lines.append(f"- row {ex['row']}: {ex.get('detail', '')}".replace("\n", " "))
+                lines.append(f"- row {ex['row']}: {ex.get('detail', '')}".replace("\n", " ")
+                             + (f" — `{ex['preview']}`" if ex.get("preview") else ""))
     lines += ["", "## Recommendations", ""] + [f"- {r}" for r in out["recommendations"]]
     return "\n".join(lines) + "\n"
 
