@@ -250,7 +250,7 @@ def test_agent_against_real_transformers_serve(bundled_model_dir):
     port = _free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "transformers")
     proc = subprocess.Popen([exe, "serve", "--device", "cpu", "--dtype", "float32", "--port", str(port),
-                             "--force-model", str(bundled_model_dir)],
+                             str(bundled_model_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     try:
         deadline = time.monotonic() + 180

@@ -239,3 +239,60 @@ async def test_brain_failure_is_a_notification_and_plan_still_works():
         await pilot.pause()
         assert app.query_one("#prompt").value == "hello"  # nothing lost
         assert any("not ready" in n.message for n in app._notifications)
+
+
+# --- text snapshots at fixed terminal sizes (pytest-textual-snapshot pins pytest<9, so plain text files) -----
+
+SNAPSHOTS = __import__("pathlib").Path(__file__).parent / "snapshots"
+
+
+def screen_text(app) -> str:
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(s.text.rstrip() for s in strips) + "\n"
+
+
+async def stable_text(pilot, app) -> str:
+    """The screen once it stops changing (Markdown renders in steps)."""
+    prev = None
+    for _ in range(40):
+        await pilot.pause(0.1)
+        text = screen_text(app)
+        if text == prev:
+            return text
+        prev = text
+    return prev
+
+
+def check_snapshot(name: str, text: str) -> None:
+    """Compare with tests/snapshots/NAME.txt; UPDATE_SNAPSHOTS=1 rewrites it."""
+    import os
+
+    path = SNAPSHOTS / f"{name}.txt"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; UPDATE_SNAPSHOTS=1 to accept:\n{text}"
+
+
+@pytest.mark.parametrize("size", [(100, 30), (140, 40)])
+async def test_snapshot_main_screen(size):
+    app = make_app([])
+    async with app.run_test(size=size) as pilot:
+        await wait_until(pilot, lambda: app.brain_state == "ready" and app.agent is not None)
+        app.query_one("#prompt").cursor_blink = False
+        app.available = {"audit_dataset", "train_sft", "evaluate", "export_model", "recommend_strategy"}
+        app.refresh_plan()
+        await wait_until(pilot, lambda: app.query("#welcome"))
+        text = await stable_text(pilot, app)
+        assert "Plan" in text and "Audit the data" in text and "scripted · test" in text
+        check_snapshot(f"main_{size[0]}x{size[1]}", text)
+
+
+async def test_snapshot_help_screen():
+    app = make_app([])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: app.agent is not None)
+        await pilot.press("f1")
+        text = await stable_text(pilot, app)
+        assert "Slash commands" in text
+        check_snapshot("help_120x40", text)

@@ -18,9 +18,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input, Markdown, Static
 
 from assistant.app.widgets import ApprovalCard, ChatMessage, PlanPanel, ToolCard
+
+
+WELCOME = """**Welcome to ftpilot.** Tell me about your task and your data, or drive each step yourself:
+the plan on the right (ctrl+l, Enter), a slash command (`/audit`, `/train`, `/eval`, … `/help`) or the palette
+(ctrl+p) opens the step's form. No data yet? Ask for *a sample dataset*."""
 
 
 class FtpilotCommands(Provider):
@@ -88,6 +93,7 @@ class FtpilotApp(App):
         self.first_frame_s: float | None = None
         self._t0 = time.perf_counter()
         self.ready_event = threading.Event()
+        self.first_frame_hooks: list = []
 
     # --- layout -----------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -103,10 +109,13 @@ class FtpilotApp(App):
     def on_mount(self) -> None:
         self.query_one("#prompt", Input).focus()
         self.call_after_refresh(self._first_frame)
-        self.boot()
 
     def _first_frame(self) -> None:
+        """The first frame is on screen: now open the store and load the brain (in a worker)."""
         self.first_frame_s = time.perf_counter() - self._t0
+        for hook in self.first_frame_hooks:
+            hook(self)
+        self.boot()
 
     # --- start-up workers -------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="boot")
@@ -130,28 +139,31 @@ class FtpilotApp(App):
         self.conversation_id = self.agent.conversation_id
         self.call_from_thread(self._show_conversation)
         self.call_from_thread(self.set_interval, self.JOB_POLL_S, self._poll_jobs)
-        if getattr(self.brain, "ready", False):
-            self.brain_state = "ready"
-        else:
-            self.brain_state = "loading"
-            self.call_from_thread(self._set_status, f"brain: loading {self.brain.kind} "
-                                                    f"({getattr(self.brain, 'model', '')})… the plan works meanwhile",
-                                  "loading")
+        state, error = "ready", None
+        if not getattr(self.brain, "ready", False):
+            self.call_from_thread(self._set_brain_state, "loading")
             t = time.perf_counter()
             try:
                 self.brain.load()
-                self.brain_state = "ready"
                 self.call_from_thread(self.notify, f"Brain ready in {time.perf_counter() - t:.1f}s: "
                                                    f"{self.brain.describe()}")
             except BrainUnavailable as e:
-                self.brain_state, self.brain_error = "unavailable", str(e)
+                state, error = "unavailable", str(e)
                 self.call_from_thread(self.notify, f"Brain unavailable: {e}. The plan panel and slash "
                                                    "commands still work.", severity="error", timeout=15)
             except Exception as e:  # noqa: BLE001
-                self.brain_state, self.brain_error = "unavailable", f"{type(e).__name__}: {e}"
+                state, error = "unavailable", f"{type(e).__name__}: {e}"
                 self.call_from_thread(self.notify, f"Brain failed to load: {e}", severity="error", timeout=15)
-        self.call_from_thread(self._refresh_status)
+        self.call_from_thread(self._set_brain_state, state, error)
         self.ready_event.set()
+
+    def _set_brain_state(self, state: str, error: str | None = None) -> None:
+        self.brain_state, self.brain_error = state, error
+        if state == "loading":
+            self._set_status(f"brain: loading {self.brain.kind} ({getattr(self.brain, 'model', '')})… "
+                             "the plan and /commands work meanwhile", "loading")
+        else:
+            self._refresh_status()
 
     def _set_status(self, text: str, cls: str = "") -> None:
         st = self.query_one("#status", Static)
@@ -191,6 +203,8 @@ class FtpilotApp(App):
                 card = ToolCard(m.get("tool_call_id") or "", fn.get("name", "tool"), args)
                 chat.mount(card)
                 self.call_after_refresh(card.finish, "error" not in body, body, 0.0)
+        if not self.agent.messages:
+            chat.mount(Markdown(WELCOME, id="welcome"))
         chat.scroll_end(animate=False)
         self.refresh_plan()
 
