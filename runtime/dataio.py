@@ -124,6 +124,8 @@ def parse_jsonl_line(raw: bytes, index: int, line_no: int) -> dict | RecordError
         value = json.loads(text)
     except json.JSONDecodeError as e:
         return RecordError(index, "invalid_json", f"line {line_no}: {e.msg} at column {e.colno}", line_no, text[:120])
+    except RecursionError:
+        return RecordError(index, "invalid_json", f"line {line_no}: nested too deeply to read", line_no, text[:120])
     if not isinstance(value, dict):
         return RecordError(index, "not_object", f"line {line_no}: a JSON {type(value).__name__}, not an object",
                            line_no, text[:120])
@@ -301,13 +303,24 @@ def _msgs(value: Any, field: str) -> list[dict]:
         raise BadInput(f"`{field}` must be a list of messages or a string, not {type(value).__name__}")
     out = []
     for m in value:
-        if "role" not in m:
-            raise BadInput(f"a message in `{field}` has no role")
-        msg = {"role": m["role"], "content": message_text(m.get("content"))}
+        if not isinstance(m.get("role"), str):
+            raise BadInput(f"a message in `{field}` has no role" if "role" not in m else
+                           f"a role in `{field}` is a {type(m['role']).__name__}, not a string")
+        msg = {"role": m["role"], "content": _clean_text(message_text(m.get("content")))}
         if m.get("tool_calls"):
             msg["tool_calls"] = m["tool_calls"]
         out.append(msg)
     return out
+
+
+def _clean_text(s: str) -> str:
+    """Lone surrogates (from JSON escapes like \\ud800) cannot be encoded: a schema problem, not a crash."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput("text holds a lone UTF-16 surrogate (an invalid \\uXXXX escape)",
+                       hint="Fix the escape, or drop the row (clean_dataset drop_invalid).") from None
+    return s
 
 
 def _require_str(rec: dict, key: str, optional: bool = False) -> str:
@@ -316,7 +329,7 @@ def _require_str(rec: dict, key: str, optional: bool = False) -> str:
         return ""
     if not isinstance(v, str):
         raise BadInput(f"`{key}` must be a string, not {type(v).__name__}")
-    return v
+    return _clean_text(v)
 
 
 def to_conversational(rec: dict, fmt: str | None = None) -> dict:

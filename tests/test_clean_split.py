@@ -123,3 +123,34 @@ def test_split_is_seeded_stratified_and_keeps_duplicates_together(workspace, bun
     assert read(again.output["eval_path"]) == evals  # same seed, same split
     other = call_tool("split_dataset", {"path": "all.jsonl", "eval_fraction": 0.2, "seed": 4, "out_dir": "other"})
     assert read(other.output["eval_path"]) != evals
+
+
+WEIRD = [
+    '{"messages": [{"role": ["user"], "content": "x"}, {"role": "assistant", "content": "y"}]}',
+    '{"messages": [{"role": "user", "content": {"a": 1}}, {"role": "assistant", "content": "y"}]}',
+    '{"messages": [{"role": "user", "content": "bad \\ud800 surrogate"}, {"role": "assistant", "content": "y"}]}',
+    '{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "y"}]}',
+    '{"messages": [null, 3]}',
+    '{"messages": []}',
+    '{"messages": [{"content": "no role"}]}',
+    '"just a string"',
+    "[" * 100_000 + "]" * 100_000,
+]
+
+
+def test_hostile_records_are_findings_and_every_tool_survives_them(workspace, bundled_model_dir):
+    rows = ticket_records(10, seed=5)
+    (workspace / "w.jsonl").write_text("\n".join(WEIRD + [json.dumps(r) for r in rows]) + "\n")
+    audit = call_tool("audit_dataset", {"path": "w.jsonl"})
+    assert audit.ok, audit.error
+    flagged = set()
+    for f in audit.output["findings"]:
+        flagged |= set(f["rows"])
+    assert set(range(len(WEIRD))) <= flagged and audit.output["rows"] == len(WEIRD) + 10
+    clean = call_tool("clean_dataset", {"path": "w.jsonl"})
+    assert clean.ok, clean.error
+    assert clean.output["output_rows"] == 10 and clean.output["dropped"] == len(WEIRD)
+    split = call_tool("split_dataset", {"path": "w.jsonl", "eval_rows": 2})
+    assert split.ok, split.error
+    assert split.output["train_rows"] + split.output["eval_rows"] + len(split.output["skipped_rows"]) >= 10
+    assert call_tool("inspect_dataset", {"path": "w.jsonl"}).ok

@@ -76,7 +76,7 @@ class Finding:
             if line is not None:
                 ex["line"] = line
             if detail:
-                ex["detail"] = detail[:300]
+                ex["detail"] = safe_text(detail[:300])
             self.examples.append(ex)
 
     def as_dict(self) -> dict:
@@ -92,6 +92,15 @@ class Finding:
 # --- text helpers ------------------------------------------------------------------------------------
 
 _WS = re.compile(r"\s+")
+
+
+def safe_text(s: str) -> str:
+    """Text that encodes as UTF-8 (lone surrogates become \\udXXX escapes) for reports and JSON."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def normalize(text: str) -> str:
@@ -741,7 +750,7 @@ def preview(rec: Any, limit: int = 200) -> str:
         text = " | ".join(parts)
     except Exception:  # noqa: BLE001 - a record that does not convert is shown as JSON
         text = json.dumps(rec, ensure_ascii=False, default=str)[:limit * 2]
-    text = redact_pii(" ".join(text.split()))[0]  # reports never repeat the personal data they warn about
+    text = redact_pii(safe_text(" ".join(text.split())))[0]  # reports never repeat the personal data they warn about
     return text if len(text) <= limit else text[:limit] + "…"
 
 
