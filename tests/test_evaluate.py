@@ -145,3 +145,34 @@ def test_evaluate_bad_input_is_a_value(workspace):
     assert not res.ok and res.error["code"] == "not_found"
     res = call_tool("evaluate", {"eval_path": "e.jsonl", "candidates": []})
     assert not res.ok and res.error["code"] == "validation_error"
+
+
+def test_recommend_strategy_on_tiny_model_names_its_numbers(tiny_model_dir, workspace):
+    """A random tiny model cannot do the task (gap ~0.9) but 40 examples are too few: collect data first,
+    and say how many are missing. The baseline is stored and reused on the second call."""
+    from runtime.samples import ticket_records, write_jsonl
+    from tools import call_tool
+
+    rows = ticket_records(52, seed=2)
+    write_jsonl(workspace / "train.jsonl", rows[:40])
+    write_jsonl(workspace / "eval.jsonl", rows[40:])
+    args = {"task": "classify tickets", "train_path": "train.jsonl", "eval_path": "eval.jsonl",
+            "model": str(tiny_model_dir), "latency_budget_ms": 50, "monthly_requests": 2_000_000,
+            "budget_constrained": True, "hourly_cost_usd": 1.0}
+    res = call_tool("recommend_strategy", args)
+    assert res.ok, res.error
+    o = res.output
+    assert o["recommendation"] == "collect_data", o["summary"]
+    rules = {r["rule"]: r for r in o["reasons"]}
+    assert rules["quality gap vs prompting"]["favours"] == "fine_tune"
+    assert rules["quality gap vs prompting"]["value"] >= 0.2
+    assert rules["labeled examples"]["favours"] == "more_data" and rules["labeled examples"]["value"] <= 40
+    assert rules["latency budget"]["favours"] == "fine_tune" and "ms" in rules["latency budget"]["detail"]
+    assert rules["volume and cost"]["favours"] == "fine_tune"
+    assert any("more good labeled examples" in m for m in o["missing_data"])
+    assert o["estimate"] is not None and ("training_minutes" in o["estimate"] or "error" in o["estimate"])
+    assert not o["baseline"]["reused"]
+    again = call_tool("recommend_strategy", {**args, "latency_budget_ms": None})
+    assert again.ok and again.output["baseline"]["reused"]
+    assert again.output["baseline"]["few_shot_score"] == o["baseline"]["few_shot_score"]
+

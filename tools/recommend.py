@@ -44,6 +44,8 @@ class RecommendInput(ToolInput):
     workload: Literal["steady", "one_off", "high_variance"] = Field(
         "steady", description="steady: the same task over and over; one_off / high_variance favour prompting")
     eval_limit: int = Field(60, ge=10, le=2000, description="eval rows measured (more: tighter CIs, slower)")
+    hourly_cost_usd: float | None = Field(None, ge=0, description="what an hour of this machine costs, for the "
+                                                                  "training cost estimate")
     reuse_baseline: bool = Field(True, description="reuse a stored baseline for the same eval file, model and k")
 
 
@@ -246,8 +248,17 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
     estimate = None
     if rec in ("fine_tune", "collect_data"):
         pl = call_tool("plan_training", {"model": args.model, "train_path": str(train_file), "method": "lora"})
-        estimate = pl.output if pl.ok else {"error": pl.error,
-                                            "note": "plan_training unavailable: no time/cost estimate"}
+        if pl.ok:
+            mins = pl.output.get("expected_minutes")
+            estimate = {"training_minutes": mins, "plan": pl.output,
+                        "hardware": _hardware_line(),
+                        "cost_usd": (round(mins / 60 * args.hourly_cost_usd, 4)
+                                     if mins is not None and args.hourly_cost_usd is not None else None),
+                        "cost_note": "machine time on this hardware" + (
+                            f" at ${args.hourly_cost_usd}/h" if args.hourly_cost_usd is not None
+                            else "; give hourly_cost_usd for a price")}
+        else:
+            estimate = {"error": pl.error, "note": "plan_training unavailable: no time/cost estimate"}
 
     summaries = {
         "fine_tune": f"Fine-tune: prompting reaches {best_prompt:.2f} {metric} against a {args.target_quality:.2f} "
@@ -294,6 +305,14 @@ def _single_request_latency(args: RecommendInput, eval_file, shots_file, n: int 
             times.append((time.perf_counter() - t0) * 1000)
         out[f"{key}_p50_ms"] = round(float(np.median(times)), 1)
     return out
+
+
+def _hardware_line() -> str:
+    from runtime.hardware import probe
+
+    hw = probe()
+    gpus = ", ".join(f"{g.name} {g.memory_gb} GB" for g in hw.gpus) or "no GPU"
+    return f"{hw.cpu_cores} CPU cores, {hw.ram_gb} GB RAM, {gpus}"
 
 
 def _ci(m: dict) -> str:
