@@ -176,3 +176,24 @@ def test_recommend_strategy_on_tiny_model_names_its_numbers(tiny_model_dir, work
     assert again.ok and again.output["baseline"]["reused"]
     assert again.output["baseline"]["few_shot_score"] == o["baseline"]["few_shot_score"]
 
+
+
+def test_pairwise_judge_both_orders_with_ties(tiny_model_dir, workspace):
+    from runtime.samples import ticket_records, write_jsonl
+    from tools import call_tool
+
+    rows = ticket_records(30, seed=4)
+    write_jsonl(workspace / "train.jsonl", rows[:24])
+    write_jsonl(workspace / "eval.jsonl", rows[24:])
+    res = call_tool("evaluate", {
+        "eval_path": "eval.jsonl", "train_path": "train.jsonl", "judge": f"hf:{tiny_model_dir}",
+        "candidates": [{"model": str(tiny_model_dir), "name": "a"},
+                       {"model": str(tiny_model_dir), "few_shot": 2, "name": "b"}],
+        "metrics": ["exact_match", "judge"], "max_new_tokens": 3, "bootstrap": 200})
+    assert res.ok, res.error
+    j = res.output["comparisons"][0]["judge"]
+    assert j["n"] == 6 and j["invalid_judgements"] == 0  # grammar-constrained verdicts always parse
+    assert j["win_rate"] + j["loss_rate"] + j["tie_rate"] == pytest.approx(1.0)
+    assert j["score"] == pytest.approx(j["win_rate"] + j["tie_rate"] / 2, abs=1e-3)
+    assert j["prompt"].startswith("prompts/judge_pairwise.md@")
+    assert "Pairwise judge" in Path(res.output["report_path"]).read_text()
