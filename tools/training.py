@@ -355,3 +355,101 @@ def distill(args: DistillInput) -> RunOutput:
                temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     job = start_and_maybe_wait("distill", args.mode, args.model, args.train_path, cfg, args.wait, args.timeout_s)
     return run_output(job, plan)
+
+
+# --- plan_training --------------------------------------------------------------------------------------
+
+class PlanTrainingInput(ToolInput):
+    model: str = Field("default", description="model name or local dir")
+    method: Method = Field("lora", description="lora | qlora | full")
+    max_length: int = Field(512, ge=16, description="tokens per example (cap)")
+    train_path: str | None = Field(None, description="dataset for token statistics (rows, mean/p95/max tokens)")
+    batch_size: int | None = Field(None, ge=1, description="fix the batch size instead of choosing one")
+    gradient_checkpointing: bool | None = Field(None, description="force checkpointing on/off (default: only if needed)")
+    lora_r: int = Field(16, ge=1)
+    budget_mb: float | None = Field(None, gt=0, description="memory budget (default: 90% of GPU memory, or 60% of RAM)")
+    max_steps: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)
+
+
+class PlanTrainingOutput(BaseModel):
+    fits: bool
+    method: str = Field(description="the method that fits (qlora when the asked one does not)")
+    precision: str
+    batch_size: int
+    grad_accum: int
+    gradient_checkpointing: bool
+    estimate: dict = Field(description="peak memory in MB by part: framework, weights, optimizer, activations, logits")
+    budget_mb: float
+    expected_steps: int | None = None
+    expected_minutes: float | None = None
+    token_stats: dict | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+@tool("plan_training", "Estimate peak memory for a training run and choose a config that fits this machine.",
+      cost="instant")
+def plan_training(args: PlanTrainingInput) -> PlanTrainingOutput:
+    from runtime.planning import plan_for
+
+    model_path = _check_inputs(args.model, args.train_path)
+    plan = plan_for(model_path, args.method, seq_len=args.max_length, train_path=args.train_path,
+                    batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
+                    lora_r=args.lora_r, budget_mb=args.budget_mb, max_steps=args.max_steps, epochs=args.epochs)
+    return PlanTrainingOutput(**{k: plan.get(k) for k in PlanTrainingOutput.model_fields if k in plan})
+
+
+# --- export_model ---------------------------------------------------------------------------------------
+
+class ExportModelInput(ToolInput):
+    adapter_path: str | None = Field(None, description="a PEFT adapter dir (or give job_id)")
+    job_id: str | None = Field(None, description="a finished run whose adapter to export")
+    out_dir: str | None = Field(None, description="where the merged model goes (default: <run dir>/merged)")
+    name: str = Field("ftpilot-adapter", description="the LoRA module name in the vllm serve command")
+
+
+class ExportModelOutput(BaseModel):
+    merged_dir: str
+    adapter_path: str
+    base_model: str
+    size_mb: float
+    serve_adapter: str = Field(description="vllm serve command for the base with the adapter as a LoRA module")
+    serve_merged: str = Field(description="vllm serve command for the merged model")
+
+
+@tool("export_model", "Merge a LoRA adapter into its base, save safetensors, and print the vllm serve commands.",
+      cost="cpu_job")
+def export_model(args: ExportModelInput) -> ExportModelOutput:
+    import json
+    from pathlib import Path
+
+    from runtime.errors import BadInput
+    from runtime.paths import resolve_path
+
+    if args.job_id:
+        from runtime import jobs
+
+        job = jobs.get_job(args.job_id)
+        adapter = (job.result or {}).get("adapter_path")
+        if not adapter:
+            raise BadInput(f"run {args.job_id} has no adapter (status {job.status})",
+                           hint="Export a succeeded LoRA/QLoRA/DPO run.")
+        adapter_dir = Path(adapter)
+        default_out = Path(job.run_dir) / "merged"
+    elif args.adapter_path:
+        adapter_dir = resolve_path(args.adapter_path, must_exist=True)
+        default_out = adapter_dir.parent / "merged"
+    else:
+        raise BadInput("give adapter_path or job_id", hint="`ftpilot runs list` shows finished runs.")
+    cfg_path = adapter_dir / "adapter_config.json"
+    if not cfg_path.exists():
+        raise BadInput(f"{adapter_dir} is not a PEFT adapter dir (no adapter_config.json)")
+    base = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
+    out = resolve_path(args.out_dir) if args.out_dir else default_out
+    from runtime.exporting import merge_adapter
+
+    size = merge_adapter(base, str(adapter_dir), out)
+    return ExportModelOutput(
+        merged_dir=str(out), adapter_path=str(adapter_dir), base_model=base, size_mb=round(size / 2**20, 1),
+        serve_adapter=f"vllm serve {base} --enable-lora --lora-modules {args.name}={adapter_dir}",
+        serve_merged=f"vllm serve {out}")

@@ -66,6 +66,7 @@ def run_trainer(ctx: JobContext, trainer, tokenizer, method: str, model_path: st
             jobs.record_metric(ctx.job_id, ctx.metrics_path, {"step": 0, "eval_loss": before.get("eval_loss")})
     out = trainer.train(resume_from_checkpoint=ctx.resume_from)
     result["train_runtime_s"] = round(out.metrics.get("train_runtime", 0.0), 2)
+    result["peak_memory_mb"] = round(peak_memory_mb(), 1)
     result["global_step"] = trainer.state.global_step
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if losses:
@@ -101,9 +102,20 @@ def run_trainer(ctx: JobContext, trainer, tokenizer, method: str, model_path: st
     return result
 
 
+def peak_memory_mb() -> float:
+    """Peak memory of the training so far: CUDA max allocated on a GPU, else the process's peak RSS."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _metrics(result: dict) -> dict:
     keys = ("train_loss", "train_loss_first", "train_loss_last5", "eval_loss", "eval_loss_before", "global_step",
-            "train_runtime_s", "model_memory_mb")
+            "train_runtime_s", "model_memory_mb", "peak_memory_mb")
     out = {k: result[k] for k in keys if k in result}
     out.update({k: v for k, v in result.items() if k.startswith("eval_rewards")})
     return out
