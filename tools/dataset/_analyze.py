@@ -30,6 +30,8 @@ CHECKS = ("invalid_json", "schema", "role_order", "empty_turn", "too_long", "exa
 NUM_PERM, NUM_BANDS = 128, 32
 SHINGLE = 3
 CHUNK = 2048
+REFUSAL_WINDOW = 2_000  # refusals open an answer: only the first characters of the assistant text are searched
+MAX_WORDS = 20_000  # near-duplicate and contamination checks read at most this many words of one record
 
 
 class Thresholds(BaseModel):
@@ -122,7 +124,17 @@ def luhn_ok(digits: str) -> bool:
 
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-_SECRET_HINT = re.compile(r"sk-|sk_live_|AKIA|gh[pousr]_|xox[abprs]-|AIza|eyJ|-----BEGIN|(?i:api.?key|secret|passw|token)")
+_SECRET_LITERALS = ("sk-", "sk_live_", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza", "eyJ", "-----BEGIN")
+_SECRET_WORDS = ("api", "secret", "passw", "token")
+
+
+def _secret_hint(text: str) -> bool:
+    """Cheap substring tests (memchr speed) before the secret patterns run."""
+    if any(k in text for k in _SECRET_LITERALS):
+        return True
+    low = text.lower()
+    return any(k in low for k in _SECRET_WORDS)
+
 _SECRET = re.compile(
     r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
     r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{20,}"
@@ -145,7 +157,7 @@ def find_pii(text: str) -> list[tuple[str, int, int]]:
     out = []
     if "@" in text:
         out += [("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
-    if _SECRET_HINT.search(text):
+    if _secret_hint(text):
         out += [("secret", m.start(), m.end()) for m in _SECRET.finditer(text)]
     for span in _DIGITS.finditer(text):
         lo, hi = max(0, span.start() - 1), min(len(text), span.end() + 1)
@@ -435,7 +447,8 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
         chunk_rows.clear(), chunk_convs.clear(), chunk_meta.clear()
 
     def add_words(row: int, text: str) -> None:
-        ids = [vocab.setdefault(w, len(vocab)) for w in text.split()]
+        words = text.split(maxsplit=MAX_WORDS)[:MAX_WORDS]
+        ids = [vocab.setdefault(w, len(vocab)) for w in words]
         facts.word_ids.extend(ids)
         facts.word_offsets.append(len(facts.word_ids))
 
@@ -537,8 +550,8 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                 pii_rows.add(row)
                 f["pii"].add(row, f"{kind_}: {joined[start:end][:4]}…")
             pii_kinds[kind_] += 1
-        if assistant_text and _REFUSAL.search(assistant_text):
-            m = _REFUSAL.search(assistant_text)
+        m = _REFUSAL.search(assistant_text, 0, REFUSAL_WINDOW) if assistant_text else None
+        if m:
             f["refusal"].add(row, assistant_text[max(0, m.start() - 20): m.end() + 40])
         if labels_possible and final is not None:
             lab = normalize(final)
