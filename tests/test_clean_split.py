@@ -154,3 +154,16 @@ def test_hostile_records_are_findings_and_every_tool_survives_them(workspace, bu
     assert split.ok, split.error
     assert split.output["train_rows"] + split.output["eval_rows"] + len(split.output["skipped_rows"]) >= 10
     assert call_tool("inspect_dataset", {"path": "w.jsonl"}).ok
+
+
+def test_split_halves_pass_the_contamination_audit(workspace, bundled_model_dir):
+    """The sample tickets hold template near-copies (same ticket, other greeting): a random split leaks them into
+    eval; split_dataset groups them, so auditing train against eval finds no contamination."""
+    write_jsonl(workspace / "all.jsonl", ticket_records(300, seed=0))
+    for seed in (0, 1):
+        s = call_tool("split_dataset", {"path": "all.jsonl", "eval_fraction": 0.2, "seed": seed})
+        assert s.ok, s.error
+        audit = call_tool("audit_dataset", {"path": s.output["train_path"], "eval_path": s.output["eval_path"]})
+        assert audit.ok, audit.error
+        assert "contamination" not in {f["check"] for f in audit.output["findings"]}
+        assert s.output["eval_rows"] == 60 and s.output["stratified"]

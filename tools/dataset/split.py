@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from pydantic import BaseModel, Field
 
 from runtime.errors import BadInput
-from tools.dataset._analyze import Thresholds, analyze
+from tools.dataset._analyze import Analysis, Thresholds, _long_ngrams, analyze
 from tools.registry import ToolInput, tool
 
 
@@ -45,17 +45,34 @@ def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
 
     path = resolve_path(args.path, must_exist=True)
     out_dir = resolve_path(args.out_dir) if args.out_dir else path.parent
-    a = analyze(path, thresholds=args.thresholds, check_tokens=False)
+    th = args.thresholds
+    # group a little more loosely than the contamination check looks, so that auditing the two halves against each
+    # other finds no overlap: near-duplicates 0.1 below its similarity, and rows sharing a contamination n-gram
+    group_th = th.model_copy(update={"near_duplicate": max(0.3, min(th.near_duplicate,
+                                                                    th.contamination_similarity) - 0.1)})
+    a = analyze(path, thresholds=group_th, check_tokens=False)
     skipped = set(a.findings["invalid_json"].rows) | set(a.findings["schema"].rows)
     usable = [r for r in range(a.rows) if r not in skipped]
     if len(usable) < 2:
         raise BadInput(f"{path.name} has {len(usable)} usable row(s); a split needs at least 2")
 
+    parent: dict[int, int] = {}
+
     def root(r: int) -> int:
-        while r in a.dup_of:
-            r = a.dup_of[r]
+        while parent.get(r, r) != r:
+            parent[r] = parent.get(parent[r], parent[r])
+            r = parent[r]
         return r
 
+    def union(x: int, y: int) -> None:
+        rx, ry = root(x), root(y)
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)
+
+    for r, first in a.dup_of.items():
+        union(r, first)
+    for x, y in _shared_ngram_pairs(a, th.contamination_ngram):
+        union(x, y)
     groups: dict[int, list[int]] = defaultdict(list)
     for r in usable:
         groups[root(r)].append(r)
@@ -111,3 +128,21 @@ def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
         skipped_rows=sorted(skipped), stratified=stratified,
         labels={k: {"train": v["train"], "eval": v["eval"]} for k, v in counts.items()} if counts else None,
         duplicate_groups=sum(1 for m in groups.values() if len(m) > 1), seed=args.seed)
+
+
+def _shared_ngram_pairs(a: Analysis, n: int) -> list[tuple[int, int]]:
+    """(row, first row) for rows sharing a word n-gram with an earlier row: the contamination check's other test."""
+    import numpy as np
+
+    ids = np.frombuffer(a.facts.word_ids, dtype=np.uint32).astype(np.uint64)
+    offsets = np.frombuffer(a.facts.word_offsets, dtype=np.int64)
+    h, rows = _long_ngrams(ids, offsets, n)
+    if h.size == 0:
+        return []
+    order = np.argsort(h, kind="stable")
+    hs, rs = h[order], rows[order]
+    new = np.concatenate([[True], hs[1:] != hs[:-1]])
+    first = rs[np.flatnonzero(new)][np.cumsum(new) - 1]
+    keep = rs != first
+    pairs = np.unique(np.stack([rs[keep], first[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), int)
+    return [(int(x), int(y)) for x, y in pairs]
