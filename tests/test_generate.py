@@ -57,3 +57,25 @@ def test_near_duplicate_filter_uses_minhash():
     assert a.jaccard(b) > 0.7 and a.jaccard(c) < 0.2
     assert _echoes_instructions("<the new request>", "classify tickets")
     assert not _echoes_instructions("My order is late", "classify tickets")
+
+
+def test_evol_instruct_and_judge_paths_run_and_account(tiny_model_dir, workspace):
+    _seeds(workspace)
+    res = call_tool("generate_synthetic", {"seeds_path": "seeds.jsonl", "n": 3, "method": "evol_instruct",
+                                           "teacher": f"hf:{tiny_model_dir}", "judge": f"hf:{tiny_model_dir}",
+                                           "judge_threshold": 1, "max_new_tokens": 40, "max_rounds": 1,
+                                           "min_prompt_chars": 4, "max_prompt_chars": 12,
+                                           "out_path": "evol.jsonl"})
+    assert res.ok, res.error
+    c = res.output["counts"]
+    assert c["generated"] == 6 and "judge_passed" in c
+    # the length bounds are in the grammar: even a random teacher closes its JSON in time
+    assert c["schema_valid"] == 6
+    # threshold 1: every row the judge scored passes, so the judge only rejects unparseable verdicts (none)
+    assert c["not_duplicate"] >= 1 and c["judge_passed"] == c["not_duplicate"]
+    import json
+
+    rows = [json.loads(x) for x in open(res.output["out_path"]) if x.strip()]
+    assert rows and all(r["provenance"]["judge_score"] in (1, 2, 3, 4, 5) for r in rows)
+    assert all(4 <= len(r["messages"][1]["content"]) <= 12 for r in rows)
+    assert res.output["prompt"].startswith("prompts/synth_evol_instruct.md@")

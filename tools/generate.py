@@ -121,9 +121,12 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
     else:
         label_values = None
     schema = {"type": "object", "additionalProperties": False, "required": ["prompt", "answer"],
-              "properties": {"prompt": {"type": "string"},
+              # length bounds go into the grammar too, so a rambling teacher is cut at a valid JSON boundary
+              "properties": {"prompt": {"type": "string", "minLength": args.min_prompt_chars,
+                                        "maxLength": args.max_prompt_chars},
                              "answer": ({"type": "string", "enum": label_values} if label_values
-                                        else {"type": "string"})}}
+                                        else {"type": "string", "minLength": args.min_answer_chars,
+                                              "maxLength": args.max_answer_chars})}}
     label_rule = f" (one of: {', '.join(label_values)})" if label_values else ""
     pname = "synth_self_instruct" if args.method == "self_instruct" else "synth_evol_instruct"
     prompt = load_prompt(pname)
@@ -199,18 +202,20 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
             survivors.append((p, a, meta))
         if judge and survivors:
             jt = load_prompt("judge_score")
-            jschema = {"type": "object", "additionalProperties": False, "required": ["score", "reason"],
-                       "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-                                      "reason": {"type": "string"}}}
+            jschema = {"type": "object", "additionalProperties": False, "required": ["score"],
+                       "properties": {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}}
             jouts = judge.generate([ChatRequest([{"role": "user", "content": jt.text.format(task=task, prompt=p,
                                                                                           answer=a)}],
                                                 json_schema=jschema) for p, a, _ in survivors],
-                                   Sampling(max_new_tokens=60))
+                                   Sampling(max_new_tokens=16))
             kept = []
             for (p, a, meta), jo in zip(survivors, jouts):
                 score = (jo.parsed or {}).get("score") if jo.error is None else None
-                if score is None or score < args.judge_threshold:
-                    reject("judge", {"prompt": p[:200], "answer": a[:200], "score": score})
+                if score is None:
+                    reject("judge_invalid", {"prompt": p[:200], "answer": a[:200], "judge_text": jo.text[:200]})
+                    continue
+                if score < args.judge_threshold:
+                    reject("judge_low", {"prompt": p[:200], "answer": a[:200], "score": score})
                     continue
                 counts["judge_passed"] += 1
                 kept.append((p, a, {**meta, "judge_score": score, "judge": judge.describe(),
