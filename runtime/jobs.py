@@ -143,13 +143,12 @@ def is_alive(job: Job) -> bool:
 def job_command(job: Job) -> list[str]:
     nproc = int((job.config or {}).get("num_processes") or 1)
     if nproc > 1:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        if not job.device or job.device == "cpu":
-            cmd.append("--cpu")
-        else:
-            cmd.append("--multi_gpu")
-        return cmd + ["-m", "runtime.training.run", job.id]
+        # torch.distributed.run under accelerate's multi-process launcher; on a CPU the ranks use gloo
+        # (TrainingArguments(use_cpu=True) in the job), which is how DDP is tested here with 2 processes.
+        port = 29500 + (int(job.id[:4], 16) % 2000)
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(nproc),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(port), "-m", "runtime.training.run", job.id]
     return [sys.executable, "-m", "runtime.training.run", job.id]
 
 

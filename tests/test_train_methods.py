@@ -102,3 +102,21 @@ def test_export_merges_the_adapter_and_prints_vllm_commands(tiny_model_dir, sft_
     assert torch.allclose(a, b, atol=1e-4)
     assert not torch.allclose(a, c, atol=1e-4)  # the adapter changed something, and the merge kept it
     assert not call_tool("export_model", {}).ok
+
+
+def test_same_job_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, sft_task):
+    """DDP on the CPU (gloo): two ranks, one writer of metrics and artifacts."""
+    res = call_tool("train_sft", {"model": str(tiny_model_dir), **sft_task, "max_steps": 3, "batch_size": 2,
+                                  "precision": "fp32", "num_processes": 2, "wait": True, "timeout_s": 600})
+    assert res.ok, res.error
+    out = res.output
+    log = open(out["log_path"]).read()
+    assert out["status"] == "succeeded", log[-3000:]
+    assert "accelerate.commands.launch --multi_gpu --num_processes 2" in log
+    assert out["metrics"]["world_size"] == 2
+    from runtime import jobs
+
+    steps = [m["step"] for m in jobs.read_metrics(out["job_id"]) if "loss" in m]
+    assert steps == [1, 2, 3]  # rank 0 alone writes metrics
+    assert (Path(out["adapter_path"]) / "adapter_model.safetensors").exists()
+    assert "--num_processes 2" in (Path(out["run_dir"]) / "reproduce.sh").read_text()

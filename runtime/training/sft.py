@@ -49,7 +49,8 @@ def run_trainer(ctx: JobContext, trainer, tokenizer, method: str, model_path: st
     from runtime import jobs
 
     cfg = ctx.config
-    result: dict = {"method": method, "model_path": model_path, "device": ctx.device}
+    result: dict = {"method": method, "model_path": model_path, "device": ctx.device,
+                    "world_size": trainer.args.world_size}
     dtype, bf16 = precision(cfg)
     result["precision"] = "bf16" if bf16 else "fp32"
     model = trainer.model
@@ -115,7 +116,7 @@ def peak_memory_mb() -> float:
 
 def _metrics(result: dict) -> dict:
     keys = ("train_loss", "train_loss_first", "train_loss_last5", "eval_loss", "eval_loss_before", "global_step",
-            "train_runtime_s", "model_memory_mb", "peak_memory_mb")
+            "train_runtime_s", "model_memory_mb", "peak_memory_mb", "world_size")
     out = {k: result[k] for k in keys if k in result}
     out.update({k: v for k, v in result.items() if k.startswith("eval_rewards")})
     return out

@@ -1,0 +1,112 @@
+"""Proofs that runs learn, on the bundled SmolLM2-135M-Instruct on this CPU (marked real; they still run in CI).
+
+Numbers measured once on the 2-core dev machine are in the comments; the assertions keep a wide margin.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools import call_tool
+
+pytestmark = pytest.mark.real
+
+
+def greedy_answers(model, tokenizer, rows, max_new_tokens: int = 4, batch: int = 20) -> list[str]:
+    import torch
+
+    tokenizer.padding_side = "left"
+    out = []
+    for i in range(0, len(rows), batch):
+        chunk = rows[i:i + batch]
+        texts = [tokenizer.apply_chat_template(r["messages"][:-1], tokenize=False, add_generation_prompt=True)
+                 for r in chunk]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        out += [tokenizer.decode(g, skip_special_tokens=True).strip() for g in gen[:, enc["input_ids"].shape[1]:]]
+    return out
+
+
+def exact_match(answers: list[str], rows) -> float:
+    gold = [r["messages"][-1]["content"] for r in rows]
+    return sum(a.strip().lower().rstrip(".") == g for a, g in zip(answers, gold)) / len(gold)
+
+
+def read_rows(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def test_lora_sft_lowers_eval_loss_and_beats_the_base_on_held_out_prompts(ticket_sft_run, bundled_model_dir):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = ticket_sft_run["metrics"]
+    # measured: eval loss 4.3 -> 0.0x after 40 steps
+    assert m["eval_loss"] < 0.5 * m["eval_loss_before"], m
+    assert m["train_loss_last5"] < m["train_loss_first"], m
+    rows = read_rows(ticket_sft_run["eval_path"])
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(bundled_model_dir, dtype=torch.float32)
+    base_em = exact_match(greedy_answers(base, tok, rows), rows)
+    tuned = PeftModel.from_pretrained(base, ticket_sft_run["adapter_path"])
+    tuned_em = exact_match(greedy_answers(tuned, tok, rows), rows)
+    print(f"exact match on {len(rows)} held-out tickets: base {base_em:.2f}, LoRA {tuned_em:.2f}")
+    assert tuned_em >= 0.8 and tuned_em >= base_em + 0.4, (base_em, tuned_em)
+
+
+def test_qlora_learns_with_much_less_model_memory(ticket_task, ticket_sft_run):
+    res = call_tool("train_sft", {"model": "default", "train_path": ticket_task["train_path"],
+                                  "eval_path": ticket_task["eval_path"], "method": "qlora", "max_steps": 16,
+                                  "wait": True})
+    assert res.ok, res.error
+    out = res.output
+    assert out["status"] == "succeeded", out
+    m = out["metrics"]
+    assert m["eval_loss"] < 0.5 * m["eval_loss_before"], m
+    lora_mem = ticket_sft_run["metrics"]["model_memory_mb"]
+    print(f"model memory: QLoRA {m['model_memory_mb']} MB vs LoRA {lora_mem} MB")
+    assert m["model_memory_mb"] < 0.6 * lora_mem, (m["model_memory_mb"], lora_mem)
+    cfg = json.load(open(out["adapter_path"] + "/adapter_config.json"))
+    assert cfg["peft_type"] == "LORA"
+
+
+def test_dpo_raises_preference_accuracy_on_held_out_pairs(workspace):
+    from runtime.samples import ticket_preference_records, write_jsonl
+
+    rows = ticket_preference_records(200, seed=11)
+    write_jsonl(workspace / "pref_train.jsonl", rows[:160])
+    write_jsonl(workspace / "pref_eval.jsonl", rows[160:])
+    res = call_tool("train_dpo", {"model": "default", "train_path": "pref_train.jsonl",
+                                  "eval_path": "pref_eval.jsonl", "max_steps": 20, "batch_size": 8,
+                                  "learning_rate": 2e-4, "beta": 0.1, "wait": True})
+    assert res.ok, res.error
+    out = res.output
+    assert out["status"] == "succeeded", out
+    m = out["metrics"]
+    print(f"preference accuracy on 40 held-out pairs: {m['preference_accuracy_before']} -> "
+          f"{m['preference_accuracy']}")
+    assert m["preference_accuracy"] >= m["preference_accuracy_before"] + 0.2, m
+    assert m["preference_accuracy"] >= 0.8, m
+
+
+def test_distillation_student_has_half_the_layers_and_its_kl_to_the_teacher_falls(ticket_task):
+    res = call_tool("distill", {"model": "default", "train_path": ticket_task["train_path"],
+                                "eval_path": ticket_task["eval_path"], "mode": "logit", "max_steps": 15,
+                                "batch_size": 8, "wait": True})
+    assert res.ok, res.error
+    out = res.output
+    assert out["status"] == "succeeded", out
+    m = out["metrics"]
+    print(f"student {m['student_layers']}/{m['teacher_layers']} layers; KL to teacher "
+          f"{m['teacher_kl_before']} -> {m['teacher_kl']}")
+    assert (m["teacher_layers"], m["student_layers"]) == (30, 15)
+    assert m["teacher_kl"] < 0.7 * m["teacher_kl_before"], m
+    from runtime import jobs
+
+    result = jobs.get_job(out["job_id"]).result
+    assert result["student_params"] < 0.7 * result["teacher_params"]
