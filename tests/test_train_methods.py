@@ -46,7 +46,7 @@ def test_dpo_rejects_sft_data_with_a_hint(tiny_model_dir, workspace):
     res = call_tool("train_dpo", {"model": str(tiny_model_dir), "train_path": "sft.jsonl", "max_steps": 1,
                                   "wait": True})
     assert not res.ok and res.error["code"] == "bad_dataset_format"
-    assert "chosen" in res.error["message"]
+    assert "preference" in res.error["message"]
     from runtime import jobs
 
     assert jobs.list_jobs() == []  # refused before any job started

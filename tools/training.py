@@ -91,27 +91,25 @@ def _check_inputs(model: str, *paths: str | None) -> str:
     return resolve_model(model).path
 
 
-def _check_columns(path: str | None, any_of: list[set[str]], what: str) -> None:
-    """Refuse a JSONL file whose first row has none of the accepted column sets, before any job starts."""
-    if not path or not path.endswith(".jsonl"):
+def _check_format(path: str | None, kinds: set[str], what: str, allow_labels: bool = False) -> None:
+    """Refuse a dataset of the wrong kind (e.g. SFT rows for DPO) before any job starts (runtime.dataio detects it)."""
+    if not path:
         return
-    import json
-
+    from runtime.dataio import detect_format, iter_records, kind_of
     from runtime.errors import BadInput
     from runtime.paths import resolve_path
 
-    with open(resolve_path(path, must_exist=True), encoding="utf-8") as f:
-        first = next((line for line in f if line.strip()), None)
-    if first is None:
-        raise BadInput(f"{path} is empty", hint="Give a file with at least one row.")
-    try:
-        keys = set(json.loads(first))
-    except (json.JSONDecodeError, TypeError):
-        raise BadInput(f"{path}: the first line is not a JSON object", hint="One JSON object per line.") from None
-    if not any(need <= keys for need in any_of):
-        formats = " or ".join("/".join(sorted(n)) for n in any_of)
-        raise BadInput(f"{path} has columns {sorted(keys)}; {what} needs {formats}",
-                       hint="Use TRL's standard dataset formats.", code="bad_dataset_format")
+    p = resolve_path(path, must_exist=True)
+    fmt = detect_format(p, sample=50)
+    if kind_of(fmt) in kinds:
+        return
+    if allow_labels:
+        first = next((r for _, r in iter_records(p) if isinstance(r, dict)), None)
+        if first and {"prompt", "completion", "label"} <= set(first):
+            return
+    raise BadInput(f"{p.name} looks like {fmt} data; {what} needs {' or '.join(sorted(kinds))} data",
+                   hint="SFT takes messages, prompt/completion or text rows; DPO takes prompt/chosen/rejected "
+                        "(TRL's formats; Alpaca and ShareGPT are imported).", code="bad_dataset_format")
 
 
 class TrainCommon(ToolInput):
@@ -173,7 +171,7 @@ class TrainSFTInput(TrainCommon):
 def train_sft(args: TrainSFTInput) -> RunOutput:
     model_path = _check_inputs(args.model, args.train_path, args.eval_path)
     for p in (args.train_path, args.eval_path):
-        _check_columns(p, [{"messages"}, {"prompt", "completion"}, {"text"}], "train_sft")
+        _check_format(p, {"sft", "text"}, "train_sft")
     cfg = _base_config(args, args.method)
     planned, plan = _planned(args, "train_sft", args.method, args.train_path, model_path)
     cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan)
@@ -298,9 +296,8 @@ def train_dpo(args: TrainDPOInput) -> RunOutput:
     from runtime.paths import resolve_path
 
     model_path = _check_inputs(args.model, args.train_path, args.eval_path)
-    accepted = [{"chosen", "rejected"}] + ([{"prompt", "completion", "label"}] if args.method == "kto" else [])
     for p in (args.train_path, args.eval_path):
-        _check_columns(p, accepted, f"train_dpo ({args.method})")
+        _check_format(p, {"preference"}, f"train_dpo ({args.method})", allow_labels=args.method == "kto")
     if args.adapter_path:
         ap = resolve_path(args.adapter_path, must_exist=True)
         if not (ap / "adapter_config.json").exists():
@@ -345,8 +342,7 @@ def distill(args: DistillInput) -> RunOutput:
     if args.student:
         _check_inputs(args.student)
     for p in (args.train_path, args.eval_path):
-        _check_columns(p, [{"messages"}, {"prompt", "completion"}] + ([{"prompt"}] if args.mode == "sequence" else []),
-                       "distill")
+        _check_format(p, {"sft"}, "distill")
     if args.learning_rate is None:
         args.learning_rate = 1e-4
     cfg = _base_config(args, "full")
