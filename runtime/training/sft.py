@@ -20,7 +20,7 @@ def build_sft_args(ctx: JobContext, has_eval: bool):
     cfg = ctx.config
     return SFTConfig(**common_args(ctx, has_eval), max_length=int(cfg.get("max_length", 512)),
                      packing=bool(cfg.get("packing", False)), completion_only_loss=None,
-                     dataset_num_proc=None)
+                     dataset_num_proc=None, prediction_loss_only=True)  # eval loss only: no gathered logits
 
 
 def train(ctx: JobContext) -> dict:
