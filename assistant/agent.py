@@ -198,8 +198,6 @@ class Agent:
             if cmd in SLASH_TOOLS:
                 tool_choice = {"type": "function", "function": {"name": SLASH_TOOLS[cmd]}}
                 text = rest.strip() or f"Run {SLASH_TOOLS[cmd]} with what the project knows."
-        if self.project.task is None and not text.startswith("[") and len(text.split()) >= 4:
-            self.project.task = text[:300]
         self._append({"role": "user", "content": text})
         self._save_project(title_from=text)
         return self._loop(tool_choice)

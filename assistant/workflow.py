@@ -123,6 +123,10 @@ class Project(BaseModel):
                 if tool == "create_sample_dataset" and "preference" in str(args.get("task", "")):
                     role = "preferences" if role == "train" else role
                 self.add_dataset(value, role, tool)
+        if tool == "recommend_strategy" and isinstance(args.get("task"), str) and args["task"].strip():
+            self.task = args["task"].strip()[:300]
+        if self.task is None and (train := self.latest_dataset("train")):
+            self.task = task_from_data(train)
         if (m := args.get("model") or args.get("base_model")) and tool in RUN_TOOLS | {"plan_training"}:
             self.base_model = str(m)
         if tool == "audit_dataset":
@@ -176,6 +180,12 @@ class Project(BaseModel):
                 value = run.get(n) or run.get("run_dir")
             elif n in ("task", "task_description", "description") and self.task:
                 value = self.task
+            elif n == "seeds_path":
+                value = self.latest_dataset("train")
+            elif n == "candidates" and run:
+                value = [{"model": self.base_model, "name": "base"},
+                         {"model": self.base_model, "adapter": run.get("adapter_path") or run.get("job_id"),
+                          "name": "tuned"}]
             if value is not None and _fits(input_model.model_fields[name].annotation, value):
                 known[name] = value
         return known
@@ -190,6 +200,24 @@ def _fits(annotation, value) -> bool:
         return True
     except (ValidationError, TypeError, Exception):  # noqa: BLE001 - odd annotations just don't prefill
         return False
+
+
+def task_from_data(path: str) -> str | None:
+    """The task as the data states it: the first row's system message (conversational data), if any."""
+    import json
+    from pathlib import Path
+
+    try:
+        with Path(path).open() as f:
+            row = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    msgs = row.get("messages") or row.get("prompt") if isinstance(row, dict) else None
+    if isinstance(msgs, list):
+        for m in msgs:
+            if isinstance(m, dict) and m.get("role") == "system" and isinstance(m.get("content"), str):
+                return m["content"].strip()[:300] or None
+    return None
 
 
 # --- persistence ----------------------------------------------------------------------------------------

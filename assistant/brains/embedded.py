@@ -270,9 +270,17 @@ def summarize_result(name: str, body) -> str:
     lines = [f"`{name}` done."]
     for k, v in list(out.items())[:12]:
         if isinstance(v, (str, int, float, bool)) or v is None:
-            lines.append(f"- {k}: {_short(v)}")
+            lines.append(f"- {k}: {_short(v, 400 if k in ('summary', 'message', 'recommendation', 'error') else 100)}")
         elif isinstance(v, dict) and len(json.dumps(v, default=str)) < 160:
             lines.append(f"- {k}: {_short(v, 160)}")
         elif isinstance(v, list):
             lines.append(f"- {k}: {len(v)} item(s)")
+            for item in v[:6]:
+                if isinstance(item, dict):
+                    head = [str(x) for x in item.values() if isinstance(x, (str, int, float)) and len(str(x)) < 60]
+                    msg = next((x for key, x in item.items() if key in ("message", "detail", "reason", "text")
+                                and isinstance(x, str)), "")
+                    lines.append("  - " + " · ".join(head[:4]) + (f" — {_short(msg, 120)}" if msg and msg not in head else ""))
+                elif isinstance(item, (str, int, float)):
+                    lines.append(f"  - {_short(item, 120)}")
     return "\n".join(lines)

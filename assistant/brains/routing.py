@@ -140,16 +140,36 @@ def pins_from_text(text: str, schema: dict, prefill: dict | None = None) -> dict
                     pins[k] = v
                     break
             continue
-        if types & {"integer", "number"}:
-            words = [w for w in k.lower().split("_") if w not in _SKIP_WORDS and len(w) > 1]
-            for w in words:
-                stem = w.rstrip("s")
-                m = re.search(rf"{_NUM}\s*{stem}s?\b", low) or re.search(rf"\b{stem}s?\s*(?:=|:|of|to)?\s*{_NUM}", low)
-                if m:
-                    num = float(m.group(1))
-                    pins[k] = int(num) if "integer" in types and num.is_integer() else num
-                    break
+    pins.update(_numbers(low, props, pins))
     for k, v in (prefill or {}).items():
         if k in props and k not in pins and v is not None:
             pins[k] = v
     return pins
+
+
+_MENTION_AFTER = re.compile(rf"{_NUM}\s*([a-z][a-z_]*)")
+_MENTION_BEFORE = re.compile(rf"\b([a-z][a-z_]*)\s*(?:=|:|of|to)?\s*{_NUM}")
+
+
+def _numbers(low: str, props: dict, taken: dict) -> dict:
+    """"30 steps", "lr 2e-4", "lora_r=8": each number pins one numeric field, the best-named one
+    (exact name, then max_<word>, then the shortest name containing the word)."""
+    numeric = {k: _field_types(p) for k, p in props.items()
+               if k not in taken and _field_types(p) & {"integer", "number"}}
+    out: dict = {}
+    mentions = [(m.group(2), m.group(1)) for m in _MENTION_AFTER.finditer(low)]
+    mentions += [(m.group(1), m.group(2)) for m in _MENTION_BEFORE.finditer(low)]
+    aliases = {"lr": "learning_rate", "rank": "lora_r", "r": "lora_r"}
+    for word, num in mentions:
+        stem = word.rstrip("s")
+        if len(stem) < 2 and word not in aliases:
+            continue
+        cands = [k for k in numeric if k not in out and (k == aliases.get(word) or k == word or k == stem
+                 or stem in [w.rstrip("s") for w in k.split("_")])]
+        if not cands:
+            continue
+        cands.sort(key=lambda k: (k != aliases.get(word), k not in (word, stem), not k.startswith("max_"), len(k)))
+        k = cands[0]
+        value = float(num)
+        out[k] = int(value) if "integer" in numeric[k] and value.is_integer() else value
+    return out
