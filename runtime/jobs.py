@@ -225,8 +225,11 @@ def schedule() -> list[str]:
 
 # --- control --------------------------------------------------------------------------------------------
 
-def cancel_job(job_id: str, timeout: float = 60.0) -> Job:
-    """Cancel a job. A running job gets SIGTERM: it saves a checkpoint at the current step, then stops."""
+def cancel_job(job_id: str, timeout: float = 600.0) -> Job:
+    """Cancel a job. A running job gets SIGTERM: it saves a checkpoint at the end of the current step, then stops.
+
+    Waits up to `timeout` seconds for that; a job still saving then is left to finish its cancel on its own
+    (its row says running until it ends; `refresh` marks it cancelled if it dies first)."""
     job = get_job(job_id)
     if job.status in TERMINAL:
         raise BadInput(f"job {job_id} already {job.status}", code="job_not_active")
@@ -241,12 +244,6 @@ def cancel_job(job_id: str, timeout: float = 60.0) -> Job:
         if job.status in TERMINAL or not is_alive(job):
             break
         time.sleep(0.25)
-    refresh()
-    job = get_job(job_id)
-    if job.status == "running":  # did not stop in time: stop it hard
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(job.pid, signal.SIGKILL)
-        job = update_job(job_id, status="cancelled", ended_at=utcnow())
     schedule()
     return get_job(job_id)
 

@@ -37,6 +37,7 @@ def main(job_id: str) -> int:
         if is_main():
             step = int(ckpt.name.split("-")[-1]) if ckpt else 0
             dropped = jobs.truncate_metrics(job_id, job.metrics_path, step)
+            jobs.update_job(job_id, step=step)
             print(f"[ftpilot] resuming from {ckpt or 'the start'} (step {step}); dropped {dropped} metric lines "
                   "logged after it", flush=True)
     status, error, result = "failed", None, {}
