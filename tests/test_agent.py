@@ -307,3 +307,31 @@ def test_embedded_brain_tool_calls_are_valid_for_the_schema(bundled_model_dir, j
     fins = [e for e in events if isinstance(e, ToolFinished)]
     assert fins and fins[0].name == "probe_hardware" and fins[0].ok
     assert brain.last.note == "summary from the result"
+
+
+@pytest.mark.real
+def test_headless_ask_flow_with_embedded_brain(bundled_model_dir, workspace):
+    """`ftpilot ask` twice on one conversation: a sample dataset, then an audit of it by plain words; the
+    embedded brain picks the tool, fills the path from the project, and --yes approves the cpu_job."""
+    def ask(*args):
+        out = subprocess.run([sys.executable, "-m", "assistant", "ask", *args, "--json"], capture_output=True,
+                             text=True, env=os.environ.copy(), timeout=600, cwd=workspace)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout)
+
+    first = ask("please create a sample dataset for me")
+    conv = first["conversation_id"]
+    assert "embedded" in first["brain"]
+    done = [e for e in first["events"] if e["type"] == "ToolFinished"]
+    assert done[0]["name"] == "create_sample_dataset" and done[0]["ok"]
+    # Without --yes the audit (a cpu_job) is rejected, and the transcript says why.
+    refused = ask("-c", conv, "audit my training data")
+    fin = [e for e in refused["events"] if e["type"] == "ToolFinished"][0]
+    assert fin["name"] == "audit_dataset" and fin["result"]["error"]["code"] == "rejected_by_person"
+    audited = ask("-c", conv, "audit my training data", "--yes")
+    fin = [e for e in audited["events"] if e["type"] == "ToolFinished"][0]
+    assert fin["name"] == "audit_dataset" and fin["ok"], fin
+    assert fin["arguments"]["path"].endswith("samples/train.jsonl")
+    assert fin["result"]["output"]["rows"] == 240
+    summary = [e for e in audited["events"] if e["type"] == "AssistantMessage"][-1]["content"]
+    assert "findings" in summary and "Next suggested step" in summary

@@ -296,3 +296,35 @@ async def test_snapshot_help_screen():
         text = await stable_text(pilot, app)
         assert "Slash commands" in text
         check_snapshot("help_120x40", text)
+
+
+async def test_playground_answers_side_by_side(tiny_model_dir, tmp_path):
+    """A run's adapter and its base answer the same prompt (tiny model, real PEFT adapter, real engine)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from assistant.app.playground import PlaygroundScreen
+    from runtime import store
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    peft = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft.save_pretrained(adapter)
+    job = store.add(store.Job(kind="train_sft", method="lora", status="succeeded", model=str(tiny_model_dir),
+                              result={"adapter_path": str(adapter)}))
+    app = make_app([])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.agent is not None)
+        app.query_one("#prompt").value = "/playground"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlaygroundScreen) and app.screen.run is not None)
+        screen = app.screen
+        assert screen.run["job_id"] == job.id
+        screen.max_new_tokens = 8
+        screen.query_one("#pg-prompt").value = "Hello"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not screen.busy, timeout=120)
+        base, tuned = screen.query_one("#base").source, screen.query_one("#tuned").source
+        assert base and tuned and base != "*generating…*"
+        assert base != tuned  # the adapter changes the answer (random LoRA weights on a random model)

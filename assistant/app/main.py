@@ -40,6 +40,7 @@ class FtpilotCommands(Provider):
         yield "View: runs", app.action_runs, "jobs, live loss, log"
         yield "View: audit", app.action_audit, "latest audit findings"
         yield "View: evaluation", app.action_evaluation, "latest evaluation metrics"
+        yield "View: playground", app.action_playground, "a run's model beside its base"
         yield "Conversation: new", app.action_new_conversation, "start a fresh project"
         yield "Conversation: history", app.action_history, "resume an earlier one"
         yield "Help", app.action_help, "keys and commands"
@@ -73,6 +74,7 @@ class FtpilotApp(App):
         Binding("ctrl+l", "focus_plan", "Plan"),
         Binding("ctrl+o", "history", "History"),
         Binding("ctrl+n", "new_conversation", "New"),
+        Binding("ctrl+g", "playground", "Playground", show=False),
         Binding("escape", "stop", "Stop turn", show=False),
         Binding("ctrl+q", "quit", "Quit"),
     ]
@@ -318,7 +320,7 @@ class FtpilotApp(App):
             event.input.value = ""
             {"runs": self.action_runs, "help": self.action_help, "history": self.action_history,
              "audit": self.action_audit, "evaluation": self.action_evaluation,
-             "playground": lambda: self.notify("The playground is not built yet.", severity="warning")}.get(
+             "playground": self.action_playground}.get(
                 SLASH_VIEWS.get(cmd, ""), self.action_new_conversation)()
             return
         if cmd.startswith("/") and cmd not in SLASH_TOOLS:
@@ -428,6 +430,13 @@ class FtpilotApp(App):
         from assistant.app.screens import EvaluationScreen
 
         self.push_screen(EvaluationScreen())
+
+    def action_playground(self) -> None:
+        from assistant.app.playground import PlaygroundScreen
+
+        run = self.agent.project.latest_run() if self.agent else None
+        job = run.get("job_id") if run and run.get("status") == "succeeded" else None
+        self.push_screen(PlaygroundScreen(job))
 
     def action_focus_plan(self) -> None:
         from textual.widgets import OptionList

@@ -466,6 +466,7 @@ start any step with a form built from the tool's arguments.
 | ctrl+l | focus the plan panel (enter starts the step) |
 | ctrl+r | runs: jobs, live loss, log (c cancel, r resume) |
 | ctrl+n | new conversation |
+| ctrl+g | playground: a run's model beside its base |
 | ctrl+o | conversation history (resume) |
 | f1 | this help |
 | y / e / n | approve / edit / reject a pending tool call |
@@ -473,7 +474,7 @@ start any step with a form built from the tool's arguments.
 ## Slash commands
 `/decide` `/audit` `/clean` `/synth` `/train` `/dpo` `/distill` `/eval` `/export` open the step's form
 (add words to let the brain fill it: `/audit data/train.jsonl`). `/runs` `/audits` `/evals` `/history`
-`/help` open views. `/new` starts a new conversation.
+`/playground` `/help` open views. `/new` starts a new conversation.
 
 ## Brains
 The status line shows the active brain, its model and its measured speed. The embedded brain (the bundled
