@@ -81,9 +81,9 @@ async def test_send_message_streams_reply_and_shows_brain():
 
 
 async def test_tool_call_card_and_inline_approval(fake_train):
-    from assistant.app.widgets import ApprovalCard, ToolCard
+    from assistant.app.widgets import ApprovalCard, ChatMessage, ToolCard
 
-    app = make_app([(fake_train, {"steps": 4}), "Started the run."])
+    app = make_app([(fake_train, {"steps": 4}), "Started the run.", "Your run finished: loss 2.5."])
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.brain_state == "ready")
         app.query_one("#prompt").value = "train it"
@@ -94,11 +94,22 @@ async def test_tool_call_card_and_inline_approval(fake_train):
         assert app.focused is card
         await pilot.press("y")
         await wait_until(pilot, lambda: len(app.query(ToolCard)) == 1 and app.query_one(ToolCard).result is not None)
-        tc = app.query_one(ToolCard)
+        tc = app.query(ToolCard).first()
         assert tc.has_class("ok") and tc.result["output"]["status"] == "running"
         await wait_until(pilot, lambda: not app.busy)
         assert app.agent.watched_jobs  # the job is followed
-        assert app.agent.project.runs[0]["job_id"] == tc.result["output"]["job_id"]
+        job_id = tc.result["output"]["job_id"]
+        assert app.agent.project.runs[0]["job_id"] == job_id
+        # The job ends: the app notices, the agent reads run_status and the brain summarizes.
+        from runtime import store
+
+        with store.session() as s:
+            job = s.get(store.Job, job_id)
+            job.status = "succeeded"
+            s.add(job)
+        await wait_until(pilot, lambda: any(m.content == "Your run finished: loss 2.5." for m in app.query(ChatMessage)))
+        assert not app.agent.watched_jobs and app.agent.project.runs[0]["status"] == "succeeded"
+        assert any(c.tool_name == "run_status" for c in app.query(ToolCard))
 
 
 async def test_reject_leaves_prompt_usable(fake_train):
@@ -328,3 +339,26 @@ async def test_playground_answers_side_by_side(tiny_model_dir, tmp_path):
         base, tuned = screen.query_one("#base").source, screen.query_one("#tuned").source
         assert base and tuned and base != "*generating…*"
         assert base != tuned  # the adapter changes the answer (random LoRA weights on a random model)
+
+
+async def test_evaluation_view_metrics_intervals_and_comparison():
+    from runtime import store
+
+    from assistant.app.screens import EvaluationScreen
+
+    store.add(store.Evaluation(job_id="abc", eval_path="eval.jsonl", results={"kind": "evaluation", "results": [
+        {"name": "base", "metrics": {"accuracy": {"value": 0.45, "ci95": [0.33, 0.58], "n": 60}}, "tokens_per_s": 11.0},
+        {"name": "tuned", "metrics": {"accuracy": {"value": 0.9, "ci95": [0.82, 0.97], "n": 60}}}],
+        "comparisons": [{"candidate": "tuned", "baseline": "base",
+                         "metrics": {"accuracy": {"delta": 0.45, "ci95": [0.3, 0.6], "n": 60}}}]}))
+    app = make_app([])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.agent is not None)
+        app.query_one("#prompt").value = "/evals"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EvaluationScreen) and app.screen.rows)
+        table = app.screen.query_one("#table")
+        assert table.row_count == 3
+        rows = [str(table.get_row(str(i))) for i in range(3)]
+        assert "0.9" in rows[1] and "[0.82, 0.97]" in rows[1]
+        assert "tuned vs base" in rows[2] and "Δ accuracy" in rows[2] and "[0.3, 0.6]" in rows[2]

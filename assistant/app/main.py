@@ -109,7 +109,12 @@ class FtpilotApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#prompt", Input).focus()
+        # The main screen's widgets, kept: agent events arrive while other screens are on top.
+        self.chat_view = self.query_one("#chat", VerticalScroll)
+        self.prompt_input = self.query_one("#prompt", Input)
+        self.plan_panel = self.query_one(PlanPanel)
+        self.status_bar = self.query_one("#status", Static)
+        self.prompt_input.focus()
         self.call_after_refresh(self._first_frame)
 
     def _first_frame(self) -> None:
@@ -168,7 +173,7 @@ class FtpilotApp(App):
             self._refresh_status()
 
     def _set_status(self, text: str, cls: str = "") -> None:
-        st = self.query_one("#status", Static)
+        st = self.status_bar
         st.set_classes(cls)
         st.update(Text(text))
 
@@ -184,7 +189,7 @@ class FtpilotApp(App):
 
     def _show_conversation(self) -> None:
         """Render the stored history (resume) and the plan."""
-        chat = self.query_one("#chat", VerticalScroll)
+        chat = self.chat_view
         chat.remove_children()
         self.cards.clear()
         pending_calls: dict[str, dict] = {}
@@ -212,7 +217,7 @@ class FtpilotApp(App):
 
     def refresh_plan(self) -> None:
         if self.agent is not None:
-            self.query_one(PlanPanel).show(self.agent.project, self.available)
+            self.plan_panel.show(self.agent.project, self.available)
 
     # --- agent events (from the worker thread) -----------------------------------------------------------
     def _emit_from_thread(self, ev) -> None:
@@ -222,7 +227,7 @@ class FtpilotApp(App):
         from assistant.agent import (AssistantDelta, AssistantMessage, JobEnded, Notice, ToolFinished,
                                      ToolStarted, TurnDone)
 
-        chat = self.query_one("#chat", VerticalScroll)
+        chat = self.chat_view
         if isinstance(ev, AssistantDelta):
             if self.current is None:
                 self.current = ChatMessage("assistant")
@@ -276,7 +281,7 @@ class FtpilotApp(App):
         return card.decision
 
     async def _mount_approval(self, card: ApprovalCard) -> None:
-        chat = self.query_one("#chat", VerticalScroll)
+        chat = self.chat_view
         self.current = None
         await chat.mount(card)
         chat.scroll_end(animate=False)
@@ -290,7 +295,7 @@ class FtpilotApp(App):
         card = msg.card
         if msg.action != "edit":
             card.resolve(Decision(msg.action, reason=None if msg.action == "approve" else "the person rejected it"))
-            self.query_one("#prompt", Input).focus()
+            self.prompt_input.focus()
             return
         from assistant.app.forms import ToolFormScreen
         from tools.registry import get_tool
@@ -300,7 +305,7 @@ class FtpilotApp(App):
         def edited(args: dict | None) -> None:
             if args is not None:
                 card.resolve(Decision("edit", args))
-                self.query_one("#prompt", Input).focus()
+                self.prompt_input.focus()
             else:
                 card.focus()
 
@@ -341,7 +346,7 @@ class FtpilotApp(App):
                         severity="warning")
             return
         event.input.value = ""
-        self.query_one("#chat", VerticalScroll).mount(ChatMessage("user", text))
+        self.chat_view.mount(ChatMessage("user", text))
         self.run_agent(lambda: self.agent.send(text))
 
     @work(thread=True, exclusive=True, group="agent")
@@ -383,7 +388,7 @@ class FtpilotApp(App):
             if args is None:
                 return
             summarize = self.brain_state == "ready"
-            self.query_one("#chat", VerticalScroll).mount(ChatMessage("user", f"`{name}` from the form"))
+            self.chat_view.mount(ChatMessage("user", f"`{name}` from the form"))
             self.run_agent(lambda: self.agent.run_tool_directly(name, args, summarize=summarize))
 
         self.push_screen(ToolFormScreen(name, tool.input_model, values, tool.description), submitted)
@@ -441,13 +446,13 @@ class FtpilotApp(App):
     def action_focus_plan(self) -> None:
         from textual.widgets import OptionList
 
-        self.query_one("#plan-steps", OptionList).focus()
+        self.plan_panel.query_one("#plan-steps", OptionList).focus()
 
     def action_stop(self) -> None:
         if self.busy and self.agent is not None:
             self.agent.cancel()
             self.notify("Stopping after the current step…")
-        self.query_one("#prompt", Input).focus()
+        self.prompt_input.focus()
 
     def action_history(self) -> None:
         from assistant.app.screens import HistoryScreen

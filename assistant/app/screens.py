@@ -218,8 +218,13 @@ class RunsScreen(Screen):
         if self.selected in self.jobs:
             job = self.jobs[self.selected]
             tail = self.tails.get(self.selected)
+            last = tail.last if tail else {}
+            mem = "".join(f" · {label} {last[k]:.0f} MB" for k, label in
+                          (("memory_mb", "RSS"), ("gpu_memory_mb", "GPU mem"), ("cuda_memory_mb", "GPU mem"))
+                          if isinstance(last.get(k), (int, float)))
+            speed = f" · {last['tokens_per_s']:.1f} tok/s" if isinstance(last.get("tokens_per_s"), (int, float)) else ""
             self.query_one("#detail", Static).update(
-                f"{job.id} · {job.status} · {job.device or ''} · run dir {job.run_dir or '?'}"
+                f"{job.id} · {job.status} · {job.device or ''}{mem}{speed} · run dir {job.run_dir or '?'}"
                 + (f" · error: {job.error}" if job.error else ""))
             if tail is not None:
                 self.post_message(MetricsRead(job.id, list(tail.steps), list(tail.losses), list(tail.eval_steps),
@@ -360,6 +365,16 @@ class FindingsScreen(Screen):
             self.query_one("#detail", Static).update(pretty_json(self.rows[int(event.row_key.value)]))
 
 
+def _ci(ci) -> str:
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+        return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+    return "" if ci is None else str(ci)
+
+
+def _extra(r: dict) -> dict:
+    return {"tok/s": r.get("tokens_per_s"), "p50 s": (r.get("latency_s") or {}).get("p50")}
+
+
 class AuditScreen(FindingsScreen):
     kind = "audit"
 
@@ -403,13 +418,26 @@ class EvaluationScreen(FindingsScreen):
         if ev is None:
             return "No evaluation yet: run /eval (or the Evaluate step in the plan).", []
         results = ev.results or {}
-        metrics = results.get("metrics") or results.get("systems") or results
         rows: list[dict] = []
-        if isinstance(metrics, dict) and all(isinstance(v, dict) for v in metrics.values()) and metrics:
-            for system, vals in metrics.items():
-                rows.append({"system": system, **{k: v for k, v in flatten(vals)}})
+        if isinstance(results.get("results"), list):  # the evaluate tool: systems, metrics with CIs, deltas
+            for r in results["results"]:
+                for metric, m in (r.get("metrics") or {}).items():
+                    m = m if isinstance(m, dict) else {"value": m}
+                    rows.append({"system": r.get("name"), "metric": metric, "value": m.get("value"),
+                                 "ci95": _ci(m.get("ci95")), "n": m.get("n"), **_extra(r)})
+            for c in results.get("comparisons") or []:
+                for metric, d in (c.get("metrics") or {}).items():
+                    d = d if isinstance(d, dict) else {"delta": d}
+                    rows.append({"system": f"{c.get('candidate')} vs {c.get('baseline')}", "metric": f"Δ {metric}",
+                                 "value": d.get("delta"), "ci95": _ci(d.get("ci95")), "n": d.get("n"),
+                                 "details": d})
         else:
-            rows = [{"metric": k, "value": v} for k, v in flatten(results)]
+            metrics = results.get("metrics") or results.get("systems") or results
+            if isinstance(metrics, dict) and metrics and all(isinstance(v, dict) for v in metrics.values()):
+                for system, vals in metrics.items():
+                    rows.append({"system": system, **{k: v for k, v in flatten(vals)}})
+            else:
+                rows = [{"metric": k, "value": v} for k, v in flatten(results)]
         cmp_ = results.get("comparison")
         heading = (f"Evaluation #{ev.id} · job {ev.job_id or '?'} · {ev.eval_path or ''}"
                    + (f" · report {ev.report_path}" if ev.report_path else "")
