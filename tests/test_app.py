@@ -305,7 +305,7 @@ async def test_snapshot_help_screen():
         await wait_until(pilot, lambda: app.agent is not None)
         await pilot.press("f1")
         text = await stable_text(pilot, app)
-        assert "Slash commands" in text
+        assert "Keys" in text and "command palette" in text
         check_snapshot("help_120x40", text)
 
 
