@@ -104,6 +104,28 @@ def test_export_merges_the_adapter_and_prints_vllm_commands(tiny_model_dir, sft_
     assert not call_tool("export_model", {}).ok
 
 
+def test_reproduce_sh_reruns_the_job_with_plain_accelerate_and_trl(tiny_model_dir, sft_task, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run = call_tool("train_sft", {"model": str(tiny_model_dir), **sft_task, "max_steps": 2, "batch_size": 4,
+                                  "precision": "fp32", "wait": True})
+    assert run.ok and run.output["status"] == "succeeded"
+    run_dir = Path(run.output["run_dir"])
+    script = (run_dir / "reproduce.py").read_text()
+    assert "import ftpilot" not in script and "from runtime" not in script and "from tools" not in script
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTPILOT_")}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = ""
+    out = tmp_path / "again"
+    proc = subprocess.run(["bash", str(run_dir / "reproduce.sh"), "--output_dir", str(out)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").exists()
+    assert "'train_loss'" in proc.stdout or "train_loss" in proc.stderr + proc.stdout
+
+
 def test_same_job_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, sft_task):
     """DDP on the CPU (gloo): two ranks, one writer of metrics and artifacts."""
     res = call_tool("train_sft", {"model": str(tiny_model_dir), **sft_task, "max_steps": 3, "batch_size": 2,

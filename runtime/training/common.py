@@ -277,7 +277,7 @@ def write_reproduce(ctx: JobContext, script: str, argv: list[str]) -> None:
     """reproduce.py (plain TRL/PEFT, no ftpilot) and reproduce.sh that runs it with `accelerate launch`."""
     (ctx.run_dir / "reproduce.py").write_text(script)
     nproc = int(ctx.config.get("num_processes") or 1)
-    cpu = " --cpu" if ctx.device == "cpu" else ""
+    cpu = " --multi_gpu" if nproc > 1 else (" --cpu" if ctx.device == "cpu" else "")
     sh = ("#!/usr/bin/env bash\n# Reruns this job with plain accelerate + TRL + PEFT; ftpilot is not needed.\n"
           "set -euo pipefail\ncd \"$(dirname \"$0\")\"\nexport HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}\n"
           f"accelerate launch --num_processes {nproc} --num_machines 1 --mixed_precision no --dynamo_backend no{cpu} "

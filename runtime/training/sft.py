@@ -149,11 +149,12 @@ def save_artifacts(ctx: JobContext, trainer, tokenizer, method: str, result: dic
 
 def _repro_config(ctx: JobContext, method: str, trainer) -> dict:
     from runtime.models import resolve_model
+    from runtime.paths import resolve_path
 
     cfg = ctx.config
     a = trainer.args
-    return {"model": resolve_model(cfg["model"]).path, "train_path": str(Path(cfg["train_path"]).resolve()),
-            "eval_path": str(Path(cfg["eval_path"]).resolve()) if cfg.get("eval_path") else None,
+    return {"model": resolve_model(cfg["model"]).path, "train_path": str(resolve_path(cfg["train_path"])),
+            "eval_path": str(resolve_path(cfg["eval_path"])) if cfg.get("eval_path") else None,
             "method": method, "lora_r": cfg.get("lora_r", 16), "lora_alpha": cfg.get("lora_alpha", 32),
             "lora_dropout": cfg.get("lora_dropout", 0.05), "lora_targets": cfg.get("lora_targets") or "all-linear",
             "learning_rate": a.learning_rate, "max_steps": a.max_steps, "epochs": a.num_train_epochs,
@@ -165,6 +166,7 @@ def _repro_config(ctx: JobContext, method: str, trainer) -> dict:
 
 REPRODUCE_SFT = '''"""Rerun of an ftpilot SFT job with plain TRL + PEFT (no ftpilot). Run: bash reproduce.sh [--output_dir DIR]"""
 import argparse
+import json
 
 import torch
 from datasets import load_dataset
@@ -172,7 +174,7 @@ from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from trl import SFTConfig, SFTTrainer
 
-CONFIG = __CONFIG__
+CONFIG = json.loads(r"""__CONFIG__""")
 
 
 def load(path):
