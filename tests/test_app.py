@@ -362,3 +362,30 @@ async def test_evaluation_view_metrics_intervals_and_comparison():
         rows = [str(table.get_row(str(i))) for i in range(3)]
         assert "0.9" in rows[1] and "[0.82, 0.97]" in rows[1]
         assert "tuned vs base" in rows[2] and "Δ accuracy" in rows[2] and "[0.3, 0.6]" in rows[2]
+
+
+@pytest.mark.real
+async def test_app_with_embedded_brain_audits_by_chat(bundled_model_dir, workspace):
+    """The default product path: the embedded brain loads in a worker (visible state), a plain request
+    becomes a valid audit_dataset call, approved inline, run on the project's data."""
+    from assistant.app import create_app
+    from assistant.app.widgets import ApprovalCard, ToolCard
+    from tools import call_tool
+
+    res = call_tool("create_sample_dataset", {"out_dir": "samples"})
+    assert res.ok
+    app = create_app(brain_kind="embedded")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.brain_state in ("loading", "ready"), timeout=30)
+        await wait_until(pilot, lambda: app.brain_state == "ready", timeout=180)
+        assert "embedded" in str(app.query_one("#status").render())
+        app.query_one("#prompt").value = f"audit {res.output['train_path']}"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(app.query(ApprovalCard)) == 1, timeout=120)
+        card = app.query_one(ApprovalCard)
+        assert card.pending.name == "audit_dataset" and card.pending.arguments["path"] == res.output["train_path"]
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.query(ToolCard) and app.query(ToolCard).first().result, timeout=180)
+        await wait_until(pilot, lambda: not app.busy, timeout=120)
+        assert app.query(ToolCard).first().result["output"]["rows"] == 240
+        assert app.agent.project.done.get("audit")
