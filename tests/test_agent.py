@@ -335,3 +335,105 @@ def test_headless_ask_flow_with_embedded_brain(bundled_model_dir, workspace):
     assert fin["result"]["output"]["rows"] == 240
     summary = [e for e in audited["events"] if e["type"] == "AssistantMessage"][-1]["content"]
     assert "findings" in summary and "Next suggested step" in summary
+
+
+# --- the openai brain against a local SSE server that streams like vLLM (tool-call fragments by index) ------
+
+def _sse_server(chunks_for_request):
+    import http.server
+    import threading
+
+    seen = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            body = json.dumps({"data": [{"id": "served-model"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(req)
+            status, chunks = chunks_for_request(req)
+            self.send_response(status)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for c in chunks:
+                self.wfile.write(f"data: {json.dumps(c)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, seen
+
+
+def test_openai_brain_buffers_tool_call_fragments_and_streams_prose():
+    from assistant.brains.openai import OpenAIBrain
+
+    def delta(**d):
+        return {"choices": [{"index": 0, "delta": d}]}
+
+    turns = [
+        [delta(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "probe_", "arguments": ""}}]),
+         delta(tool_calls=[{"index": 0, "function": {"name": "hardware", "arguments": "{"}}]),
+         delta(tool_calls=[{"index": 0, "function": {"arguments": "}"}}])],
+        [delta(content="You have "), delta(content="a CPU.")],
+    ]
+    srv, seen = _sse_server(lambda req: (200, turns.pop(0)))
+    try:
+        brain = OpenAIBrain(f"http://127.0.0.1:{srv.server_port}")
+        brain.load()
+        assert brain.model == "served-model"
+        events, emit = collect()
+        agent = Agent(brain, emit=emit)
+        agent.send("what hardware?")
+        fin = [e for e in events if isinstance(e, ToolFinished)][0]
+        assert fin.name == "probe_hardware" and fin.ok
+        assert [e.content for e in events if isinstance(e, AssistantMessage)] == ["You have a CPU."]
+        assert seen[0]["tools"] and seen[0]["stream"] is True and seen[0]["model"] == "served-model"
+        assert seen[1]["messages"][-1]["role"] == "tool" and seen[1]["messages"][-2]["tool_calls"][0]["id"] == "c1"
+    finally:
+        srv.shutdown()
+
+
+def test_openai_brain_retries_without_tool_choice_when_refused():
+    from assistant.brains.openai import OpenAIBrain
+
+    def answer(req):
+        if "tool_choice" in req:
+            return 422, []
+        return 200, [{"choices": [{"index": 0, "delta": {"content": "ok"}}]}]
+
+    srv, seen = _sse_server(answer)
+    try:
+        brain = OpenAIBrain(f"http://127.0.0.1:{srv.server_port}/v1", "m")
+        Agent(brain).send("/decide hello")
+        assert "tool_choice" in seen[0] and "tool_choice" not in seen[1]
+        assert brain.rejects_tool_choice
+    finally:
+        srv.shutdown()
+
+
+def test_brain_choice_and_clear_errors(monkeypatch):
+    from assistant.brains import BrainUnavailable, choose_kind, make_brain
+    from runtime.settings import reset_settings
+
+    assert choose_kind() == "embedded"  # no GPU, no URL here
+    monkeypatch.setenv("FTPILOT_BRAIN_URL", "http://127.0.0.1:9/v1")
+    reset_settings()
+    assert choose_kind() == "openai"
+    brain = make_brain()
+    with pytest.raises(BrainUnavailable, match="no OpenAI-compatible server"):
+        brain.load()
+    vb = make_brain("vllm")
+    assert vb.kind == "vllm" and not vb.self_started
+    monkeypatch.delenv("FTPILOT_BRAIN_URL")
+    reset_settings()
+    with pytest.raises(BrainUnavailable):
+        make_brain("vllm").load()  # no vllm / no GPU here: a clear message, not a traceback
