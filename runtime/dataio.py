@@ -409,5 +409,63 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> Path:
     return path
 
 
+NATIVE_FORMATS = ("conversational", "prompt_completion", "prompt_completion_conversational", "text", "preference",
+                  "preference_conversational")
+
+
+def _dataset_rows(path: str, fmt: str, sha256: str) -> Iterator[dict]:
+    # sha256 is unused here: it keys the datasets cache to the file's content, not its name
+    for _, rec in iter_records(path):
+        if isinstance(rec, RecordError):
+            continue
+        yield rec if fmt in NATIVE_FORMATS else to_conversational(rec, fmt)
+
+
+def load_dataset(path: str | Path, *, strict: bool = True):
+    """A ``datasets.Dataset`` in TRL's format, streamed from any supported file (Arrow-backed, not held in memory).
+
+    TRL-native layouts pass through unchanged; Alpaca, ShareGPT and OpenAI layouts are imported to the
+    conversational format. With ``strict`` (the default) a malformed row or a row of another layout is a
+    ``BadInput`` naming the first few rows (hint: clean_dataset); otherwise such rows are skipped."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    from runtime.paths import data_subdir, sha256_file
+
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"{path} does not exist")
+    if file_kind(path) == "hf_dir":
+        ds = load_from_disk(str(path))
+        return ds["train"] if isinstance(ds, DatasetDict) else ds
+    fmt = detect_format(path)
+    if fmt == "unknown":
+        raise BadInput(f"{path.name}: no known data format",
+                       hint="Use messages, prompt/completion, text or prompt/chosen/rejected fields (TRL's formats), "
+                            "or Alpaca/ShareGPT.")
+    bad: list[str] = []
+    rows = 0
+    for index, rec in iter_records(path):
+        rows += 1
+        if isinstance(rec, RecordError):
+            bad.append(f"row {index}: {rec.message}")
+        elif record_format(rec) != fmt and {record_format(rec), fmt} != {"conversational", "openai_chat"}:
+            bad.append(f"row {index}: fields {sorted(rec)[:5]} are not {fmt}")
+        elif fmt not in NATIVE_FORMATS:
+            try:
+                to_conversational(rec, fmt)
+            except BadInput as e:
+                bad.append(f"row {index}: {e.message}")
+        if strict and len(bad) >= 5:
+            break
+    if bad and strict:
+        raise BadInput(f"{path.name} has rows that cannot be trained on: " + "; ".join(bad[:5]),
+                       hint="Run clean_dataset (it drops them with a manifest), then train on its output.")
+    if rows == 0:
+        raise BadInput(f"{path.name} holds no records")
+    return Dataset.from_generator(_dataset_rows, gen_kwargs={"path": str(path), "fmt": fmt,
+                                                              "sha256": sha256_file(path)},
+                                  cache_dir=str(data_subdir("hf_datasets_cache")))
+
+
 def count_records(path: str | Path) -> int:
     return sum(1 for _ in iter_records(path))

@@ -110,3 +110,20 @@ def test_json_array_errors_are_clear(tmp_path):
 def test_write_jsonl_round_trip(tmp_path):
     p = dataio.write_jsonl(tmp_path / "x" / "o.jsonl", [{"text": "é"}])
     assert [r for _, r in dataio.iter_records(p)] == [{"text": "é"}] and not (tmp_path / "x" / "o.jsonl.partial").exists()
+
+
+def test_load_dataset_for_training(workspace):
+    rows = [{"instruction": f"Say {i}", "input": "", "output": str(i)} for i in range(4)]
+    dataio.write_jsonl(workspace / "a.jsonl", rows)
+    ds = dataio.load_dataset(workspace / "a.jsonl")
+    assert len(ds) == 4 and ds[1]["messages"] == [{"role": "user", "content": "Say 1"},
+                                                  {"role": "assistant", "content": "1"}]
+    native = [{"messages": MSGS}] * 3
+    dataio.write_jsonl(workspace / "n.jsonl", native)
+    assert dataio.load_dataset(workspace / "n.jsonl").to_list() == native
+    dataio.write_jsonl(workspace / "n.jsonl", native[:2])  # same name, new content: no stale cache
+    assert len(dataio.load_dataset(workspace / "n.jsonl")) == 2
+    (workspace / "bad.jsonl").write_text(json.dumps({"messages": MSGS}) + "\n{oops\n")
+    with pytest.raises(BadInput, match="row 1"):
+        dataio.load_dataset(workspace / "bad.jsonl")
+    assert len(dataio.load_dataset(workspace / "bad.jsonl", strict=False)) == 1
