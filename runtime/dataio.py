@@ -16,6 +16,8 @@ The small API other helpers use (training, evaluation, synthesis):
   ``BadInput`` for a record that does not fit ``fmt``.
 - ``message_text(content)`` flattens OpenAI-style content parts to a string.
 - ``write_jsonl(path, records)`` writes records atomically (a ``.partial`` file renamed at the end).
+- ``load_dataset(path, strict=True)`` gives training a ``datasets.Dataset`` in TRL's format (imports converted,
+  malformed rows a ``BadInput`` unless ``strict=False``), streamed into Arrow, cached by the file's sha256.
 
 Formats (the names are stable; they appear in audits and the store):
 
