@@ -16,7 +16,7 @@ from tools.registry import _REGISTRY, ToolInput, tool
 SIZE = (120, 40)
 
 
-async def wait_until(pilot, cond, timeout: float = 15.0) -> None:
+async def wait_until(pilot, cond, timeout: float = 60.0) -> None:
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while loop.time() < end:

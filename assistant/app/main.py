@@ -275,9 +275,13 @@ class FtpilotApp(App):
 
     # --- approval (called in the agent's worker thread; blocks it, never the UI) ---------------------------
     def _approve(self, pending):
+        from assistant.agent import Decision
+
         card = ApprovalCard(pending)
         self.call_from_thread(self._mount_approval, card)
-        card.event.wait()
+        while not card.event.wait(0.25):
+            if not self.is_running:  # the app is closing: never leave the agent's thread waiting
+                return Decision("reject", reason="the app closed before the person decided")
         return card.decision
 
     async def _mount_approval(self, card: ApprovalCard) -> None:
