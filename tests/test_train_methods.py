@@ -37,6 +37,8 @@ def test_preference_methods_run_as_jobs(tiny_model_dir, pref_task, spec):
     job = jobs.get_job(out["job_id"])
     assert job.method == ("ipo" if spec.get("loss") == "ipo" else spec["method"])
     assert json.loads((Path(out["run_dir"]) / "result.json").read_text())["preference_method"] == job.method
+    assert "DPOTrainer" in (Path(out["run_dir"]) / "reproduce.py").read_text()
+    assert (Path(out["run_dir"]) / "reproduce.sh").exists()
 
 
 def test_dpo_rejects_sft_data_with_a_hint(tiny_model_dir, workspace):
@@ -77,6 +79,8 @@ def test_distill_makes_a_half_depth_student_and_saves_it(tiny_model_dir, sft_tas
     assert (Path(out["model_dir"]) / "model.safetensors").exists()
     if mode == "sequence":
         assert (Path(out["run_dir"]) / "teacher_answers.jsonl").exists()
+    repro = json.loads((Path(out["run_dir"]) / "reproduce.py").read_text().split('r"""', 1)[1].split('"""', 1)[0])
+    assert repro["mode"] == mode and Path(repro["student"], "config.json").exists()
 
 
 def test_export_merges_the_adapter_and_prints_vllm_commands(tiny_model_dir, sft_task):

@@ -133,3 +133,61 @@ def train(ctx: JobContext) -> dict:
     if is_main() and (ctx.run_dir / "result.json").exists():
         write_json(ctx.run_dir / "result.json", result)
     return result
+
+
+REPRODUCE_DPO = '''"""Rerun of an ftpilot preference job with plain TRL + PEFT (no ftpilot). Run: bash reproduce.sh [--output_dir DIR]"""
+import argparse
+import json
+
+import torch
+from datasets import Dataset, load_dataset
+from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+CONFIG = json.loads(r"""__CONFIG__""")
+LOSS = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--output_dir", default="reproduced")
+    out = p.parse_args().output_dir
+    c = CONFIG
+    dtype = torch.bfloat16 if c["bf16"] else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(c["model"], dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(c["model"])
+    peft = LoraConfig(r=c["lora_r"], lora_alpha=c["lora_alpha"], lora_dropout=c["lora_dropout"],
+                      target_modules=c["lora_targets"], task_type="CAUSAL_LM")
+    if c["adapter_path"]:  # continue the SFT adapter; TRL copies it as the reference
+        model, peft = PeftModel.from_pretrained(model, c["adapter_path"], is_trainable=True), None
+    train = load_dataset("json", data_files=c["train_path"], split="train")
+    common = dict(output_dir=out, bf16=c["bf16"], learning_rate=c["learning_rate"], max_steps=c["max_steps"],
+                  num_train_epochs=c["epochs"], per_device_train_batch_size=c["batch_size"],
+                  gradient_accumulation_steps=c["grad_accum"], gradient_checkpointing=c["gradient_checkpointing"],
+                  max_length=c["max_length"], seed=c["seed"], beta=c["beta"], logging_steps=1, save_strategy="no",
+                  report_to="none")
+    method = c["dpo_method"]
+    if method == "kto":
+        if "label" not in train.column_names:
+            rows = [{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+                    for r in train for k in ("chosen", "rejected")]
+            train = Dataset.from_list(rows)
+        trainer = KTOTrainer(model=model, args=KTOConfig(**common), train_dataset=train, processing_class=tok,
+                             peft_config=peft)
+    elif method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        trainer = ORPOTrainer(model=model, args=ORPOConfig(**common), train_dataset=train, processing_class=tok,
+                              peft_config=peft)
+    else:
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, loss_type=[LOSS[method]]), train_dataset=train,
+                             processing_class=tok, peft_config=peft)
+    trainer.train()
+    trainer.save_model(out)
+    tok.save_pretrained(out)
+
+
+if __name__ == "__main__":
+    main()
+'''

@@ -141,9 +141,21 @@ def save_artifacts(ctx: JobContext, trainer, tokenizer, method: str, result: dic
     write_json(run_dir / "dataset.json", data)
     result["dataset_sha256"] = (data["train"] or {}).get("sha256")
     write_json(run_dir / "result.json", result)
-    script = REPRODUCE_SFT.replace("__CONFIG__", json.dumps(_repro_config(ctx, method, trainer), indent=4))
-    if ctx.kind == "train_sft":
-        write_reproduce(ctx, script, [])
+    config = _repro_config(ctx, method, trainer)
+    template = REPRODUCE_SFT
+    if ctx.kind == "train_dpo":
+        from runtime.training.dpo import REPRODUCE_DPO
+
+        template = REPRODUCE_DPO
+        config.update(dpo_method=ctx.method, beta=ctx.config.get("beta", 0.1), adapter_path=ctx.config.get("adapter_path"))
+    elif ctx.kind == "distill":
+        from runtime.training.distill import REPRODUCE_DISTILL
+
+        template = REPRODUCE_DISTILL
+        config.update(mode=ctx.method, student=result.get("student_init"), temperature=ctx.config.get("temperature", 1.0),
+                      max_new_tokens=ctx.config.get("max_new_tokens", 32),
+                      teacher_answers=result.get("teacher_answers_path"))
+    write_reproduce(ctx, template.replace("__CONFIG__", json.dumps(config, indent=4)), [])
     result["reproduce"] = str(run_dir / "reproduce.sh")
 
 
