@@ -34,8 +34,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--prompts", type=int, default=16, help="how many prompts (<= 32)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of both ways")
     ap.add_argument("--vllm", action="store_true", help="also time vLLM in-process (GPU)")
     a = ap.parse_args()
 
@@ -47,22 +48,33 @@ def main() -> None:
     s = Sampling(max_new_tokens=a.new_tokens)
     eng.generate(prompts[:2], s)  # warm-up (allocations, kernels)
 
-    t0 = time.perf_counter()
-    single = [eng.generate([p], s)[0] for p in prompts]
-    t_single = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    batched = eng.generate(prompts, s, batch_size=a.batch)
-    t_batch = time.perf_counter() - t0
-
+    # Interleaved rounds (one-at-a-time then batched, then the other order), so load from other processes on a
+    # shared machine hits both ways alike; totals are summed over rounds.
+    t_single = t_batch = 0.0
+    single: list = []
+    batched: list = []
+    for rnd in range(a.rounds):
+        order = ("single", "batch") if rnd % 2 == 0 else ("batch", "single")
+        for way in order:
+            t0 = time.perf_counter()
+            if way == "single":
+                out = [eng.generate([p], s)[0] for p in prompts]
+                t_single += time.perf_counter() - t0
+                single += out
+            else:
+                out = eng.generate(prompts, s, batch_size=a.batch)
+                t_batch += time.perf_counter() - t0
+                batched += out
     tok_single = sum(c.completion_tokens for c in single)
     tok_batch = sum(c.completion_tokens for c in batched)
     same = sum(x.text == y.text for x, y in zip(single, batched))
+    n = len(single)
     tps_single, tps_batch = tok_single / t_single, tok_batch / t_batch
     print(f"model={eng.describe()['path']} device={eng.describe()['device']} dtype={eng.describe()['dtype']} "
           f"threads={__import__('torch').get_num_threads()}")
-    print(f"one-at-a-time: {len(prompts)} prompts, {tok_single} tokens in {t_single:.1f} s = {tps_single:.1f} tok/s")
+    print(f"one-at-a-time: {n} requests, {tok_single} tokens in {t_single:.1f} s = {tps_single:.1f} tok/s")
     print(f"batched (batch={a.batch}): {tok_batch} tokens in {t_batch:.1f} s = {tps_batch:.1f} tok/s")
-    print(f"identical greedy outputs: {same}/{len(prompts)}")
+    print(f"identical greedy outputs: {same}/{n}; load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"RATIO batched/one-at-a-time tokens/s: {tps_batch / tps_single:.2f}x (target >= 3x at batch 16)")
 
     if a.vllm:
