@@ -270,9 +270,7 @@ def test_agent_against_real_transformers_serve(bundled_model_dir):
         msg = [e for e in events if isinstance(e, AssistantMessage)][0]
         assert len(msg.content.strip()) > 0 and msg.tokens > 0
         assert brain.last.first_token_s is not None and brain.last.first_token_s < 30
-        # A forced tool choice is refused by transformers serve; the brain retries without it (FACTS.md).
-        done = agent.send("/decide should I fine-tune?")
-        assert done.stopped in (None, "retries_exhausted", "repeated_calls")
+        # (A forced tool_choice, which transformers serve refuses, is covered against a local SSE server.)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -290,7 +288,6 @@ def test_embedded_brain_tool_calls_are_valid_for_the_schema(bundled_model_dir, j
     calls = []
     agent = Agent(brain, emit=emit, approver=lambda c: calls.append(c) or Decision("reject"))
     # The model itself fills a required integer (no number in the message), under the grammar.
-    agent.send(f"/{'x'} ignored") if False else None
     from assistant.brains import TurnRequest
 
     schemas = {t["function"]["name"]: t for t in agent.tool_schemas()}

@@ -233,6 +233,11 @@ class EmbeddedBrain:
             yield TextDelta(piece)
         content = "".join(parts)
         n_tokens = len(self.tok(content)["input_ids"]) if content else 0
+        if (nxt := req.context.get("next_step")):
+            tip = (f"\n\n_Next suggested step: **{nxt}** (`{req.context.get('next_slash', '')}`); "
+                   "the plan panel and /help list the rest._")
+            content += tip
+            yield TextDelta(tip)
         self.last = TurnEnd(content, [], tokens=n_tokens, seconds=time.perf_counter() - start, first_token_s=first,
                             note="prose")
         yield self.last
