@@ -389,3 +389,15 @@ async def test_app_with_embedded_brain_audits_by_chat(bundled_model_dir, workspa
         await wait_until(pilot, lambda: not app.busy, timeout=120)
         assert app.query(ToolCard).first().result["output"]["rows"] == 240
         assert app.agent.project.done.get("audit")
+
+
+async def test_theme_choice_persists():
+    app = make_app([])
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.agent is not None and getattr(app, "_prefs_loaded", False))
+        app.theme = "nord"
+        await pilot.pause()
+    app2 = make_app([])
+    async with app2.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: getattr(app2, "_prefs_loaded", False))
+        assert app2.theme == "nord"

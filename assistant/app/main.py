@@ -144,6 +144,7 @@ class FtpilotApp(App):
             self.call_from_thread(self.notify, f"Start-up failed: {e}", severity="error", timeout=15)
             return
         self.conversation_id = self.agent.conversation_id
+        self.call_from_thread(self._restore_prefs)
         self.call_from_thread(self._show_conversation)
         self.call_from_thread(self.set_interval, self.JOB_POLL_S, self._poll_jobs)
         state, error = "ready", None
@@ -163,6 +164,32 @@ class FtpilotApp(App):
                 self.call_from_thread(self.notify, f"Brain failed to load: {e}", severity="error", timeout=15)
         self.call_from_thread(self._set_brain_state, state, error)
         self.ready_event.set()
+
+    # --- preferences (the theme) live in <data_dir>/app.json ------------------------------------------------
+    def _prefs_path(self):
+        from runtime.settings import get_settings
+
+        return get_settings().data_dir / "app.json"
+
+    def _restore_prefs(self) -> None:
+        import json
+
+        try:
+            theme = json.loads(self._prefs_path().read_text()).get("theme")
+            if theme and theme in self.available_themes:
+                self.theme = theme
+        except (OSError, ValueError):
+            pass
+        self._prefs_loaded = True
+
+    def watch_theme(self, theme: str) -> None:
+        import json
+
+        if getattr(self, "_prefs_loaded", False):
+            try:
+                self._prefs_path().write_text(json.dumps({"theme": theme}))
+            except OSError:
+                pass
 
     def _set_brain_state(self, state: str, error: str | None = None) -> None:
         self.brain_state, self.brain_error = state, error
