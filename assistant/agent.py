@@ -370,6 +370,9 @@ class Agent:
         for job_id in sorted(self.watched_jobs):
             with store.session() as s:
                 job = s.get(store.Job, job_id)
+            if job is not None and job.status == "running" and job.pid and _process_gone(job):
+                with store.session() as s:
+                    job = s.get(store.Job, job_id)
             if job is None or job.status not in TERMINAL:
                 continue
             self.watched_jobs.discard(job_id)
@@ -398,6 +401,19 @@ class Agent:
         self._tool_message(call.id, body)
         self.emit(ToolFinished(call.id, "run_status", {"job_id": job.id}, "error" not in body, body, 0.0, "auto"))
         self._loop()
+
+
+def _process_gone(job) -> bool:
+    """A running job whose process died without reporting: let the job runtime mark it (failed/cancelled)."""
+    try:
+        from runtime import jobs
+
+        if jobs.is_alive(job):
+            return False
+        jobs.refresh()
+        return True
+    except Exception:  # noqa: BLE001 - the runner may be absent in a partial install; keep watching
+        return False
 
 
 def _message_dict(row) -> dict:

@@ -434,3 +434,20 @@ def test_brain_choice_and_clear_errors(monkeypatch):
     reset_settings()
     with pytest.raises(BrainUnavailable):
         make_brain("vllm").load()  # no vllm / no GPU here: a clear message, not a traceback
+
+
+def test_dead_job_process_is_noticed(job_tool):
+    """A job whose process died without reporting is marked by the job runtime and reported as ended."""
+    from runtime import store
+
+    agent = Agent(ScriptedBrain([(job_tool, {"rows": 2}), "Started.", "It failed."]), approver=approve_all)
+    agent.send("count two")
+    (job_id,) = agent.watched_jobs
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with store.session() as s:
+        job = s.get(store.Job, job_id)
+        job.pid = dead.pid
+        s.add(job)
+    ended = agent.check_jobs()
+    assert [(e.job_id, e.status) for e in ended] == [(job_id, "failed")]
