@@ -176,6 +176,21 @@ def test_recommend_strategy_on_tiny_model_names_its_numbers(tiny_model_dir, work
     assert again.ok and again.output["baseline"]["reused"]
     assert again.output["baseline"]["few_shot_score"] == o["baseline"]["few_shot_score"]
 
+    # after "training", evaluate on the same eval file restates the recommendation's predicted gap
+    ev = call_tool("evaluate", {"eval_path": "eval.jsonl", "train_path": "train.jsonl", "compare": "all_pairs",
+                                "candidates": [{"model": str(tiny_model_dir), "name": "a"},
+                                               {"model": str(tiny_model_dir), "few_shot": 2, "name": "b"},
+                                               {"model": str(tiny_model_dir), "few_shot": 1, "name": "c"}],
+                                "metrics": ["exact_match", "accuracy"], "max_new_tokens": 2, "bootstrap": 100})
+    assert ev.ok, ev.error
+    pairs = [(c["candidate"], c["baseline"]) for c in ev.output["comparisons"]]
+    assert pairs == [("b", "a"), ("c", "a"), ("c", "b")]
+    pc = ev.output["prediction_check"]
+    assert pc["recommendation"] == "collect_data" and pc["metric"] == "accuracy"
+    assert pc["predicted_gap"] == rules["quality gap vs prompting"]["value"]
+    assert pc["best_candidate"] in ("a", "b", "c") and "measured_gain_over_prompting" in pc
+    assert "Against the recommendation" in Path(ev.output["report_path"]).read_text()
+
 
 
 def test_pairwise_judge_both_orders_with_ties(tiny_model_dir, workspace):
