@@ -57,8 +57,6 @@ def test_adapter_beats_base_and_3shot_and_recommendation_is_restated(ticket_sft_
     for baseline in ("base", "base+3shot"):
         d = by[("lora", baseline)]
         assert d["delta"] > 0 and d["excludes_zero"] and d["ci95"][0] > 0, (baseline, d)
-    lora = next(x for x in o["results"] if x["name"] == "lora")["metrics"]["exact_match"]
-    assert lora["value"] >= 0.7, lora
     pc = o["prediction_check"]
     assert pc and pc["recommendation"] == "fine_tune" and pc["best_candidate"] == "lora"
     assert pc["measured_gain_over_prompting"] > 0
