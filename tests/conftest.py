@@ -97,7 +97,7 @@ def ticket_sft_run(tmp_path_factory, ticket_task) -> dict:
     from runtime.store import reset_engines
     from tools import call_tool
 
-    data = tmp_path_factory.mktemp("ticket-run-data")
+    data = ticket_task["root"] / "run-data"  # inside the task's folder, so one workspace root covers both
     saved = {k: os.environ.get(k) for k in ("FTPILOT_DATA_DIR", "FTPILOT_WORKSPACE_ROOT", "FTPILOT_MODELS_DIR")}
     os.environ.update(FTPILOT_DATA_DIR=str(data), FTPILOT_WORKSPACE_ROOT=str(ticket_task["root"]),
                       FTPILOT_MODELS_DIR=str(MODELS_DIR))
@@ -118,3 +118,13 @@ def ticket_sft_run(tmp_path_factory, ticket_task) -> dict:
     assert res.ok, res.error
     assert res.output["status"] == "succeeded", res.output
     return {**res.output, **ticket_task, "data_dir": str(data)}
+
+
+@pytest.fixture
+def in_ticket_workspace(ticket_task, monkeypatch) -> Path:
+    """Make the session's ticket-task folder (data and the shared run) this test's workspace root."""
+    from runtime.settings import reset_settings
+
+    monkeypatch.setenv("FTPILOT_WORKSPACE_ROOT", str(ticket_task["root"]))
+    reset_settings()
+    return ticket_task["root"]

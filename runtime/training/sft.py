@@ -111,6 +111,15 @@ def peak_memory_mb() -> float:
 
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**20
+    # VmHWM is this address space's peak. ru_maxrss is not: Linux carries it across exec, so a job started
+    # from a big parent (a test run, the app) would report the parent's peak as its own.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
