@@ -96,3 +96,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def write_split(folder: Path, rows: list[dict], n_train: int, prefix: str = "") -> tuple[Path, Path]:
+    """Write rows[:n_train] to `<prefix>train.jsonl` and the rest to `<prefix>eval.jsonl` in `folder`."""
+    return (write_jsonl(folder / f"{prefix}train.jsonl", rows[:n_train]),
+            write_jsonl(folder / f"{prefix}eval.jsonl", rows[n_train:]))

@@ -81,13 +81,11 @@ def test_few_shot_selection_covers_every_label():
 
 
 def test_evaluate_tool_end_to_end_on_tiny_model(tiny_model_dir, workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.samples import ticket_records, write_split
     from runtime.store import Evaluation, session
     from tools import call_tool
 
-    rows = ticket_records(36, seed=1)
-    write_jsonl(workspace / "train.jsonl", rows[:24])
-    write_jsonl(workspace / "eval.jsonl", rows[24:])
+    write_split(workspace, ticket_records(36, seed=1), 24)
     # a fake run dir with a metrics JSONL next to a (real, tiny) adapter: its loss curve must be plotted
     import torch
     from peft import LoraConfig, get_peft_model
@@ -150,12 +148,10 @@ def test_evaluate_bad_input_is_a_value(workspace):
 def test_recommend_strategy_on_tiny_model_names_its_numbers(tiny_model_dir, workspace):
     """A random tiny model cannot do the task (gap ~0.9) but 40 examples are too few: collect data first,
     and say how many are missing. The baseline is stored and reused on the second call."""
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.samples import ticket_records, write_split
     from tools import call_tool
 
-    rows = ticket_records(52, seed=2)
-    write_jsonl(workspace / "train.jsonl", rows[:40])
-    write_jsonl(workspace / "eval.jsonl", rows[40:])
+    write_split(workspace, ticket_records(52, seed=2), 40)
     args = {"task": "classify tickets", "train_path": "train.jsonl", "eval_path": "eval.jsonl",
             "model": str(tiny_model_dir), "latency_budget_ms": 50, "monthly_requests": 2_000_000,
             "budget_constrained": True, "hourly_cost_usd": 1.0}
@@ -194,12 +190,10 @@ def test_recommend_strategy_on_tiny_model_names_its_numbers(tiny_model_dir, work
 
 
 def test_pairwise_judge_both_orders_with_ties(tiny_model_dir, workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.samples import ticket_records, write_split
     from tools import call_tool
 
-    rows = ticket_records(30, seed=4)
-    write_jsonl(workspace / "train.jsonl", rows[:24])
-    write_jsonl(workspace / "eval.jsonl", rows[24:])
+    write_split(workspace, ticket_records(30, seed=4), 24)
     res = call_tool("evaluate", {
         "eval_path": "eval.jsonl", "train_path": "train.jsonl", "judge": f"hf:{tiny_model_dir}",
         "candidates": [{"model": str(tiny_model_dir), "name": "a"},

@@ -15,11 +15,9 @@ from tools import call_tool
 
 @pytest.fixture
 def tiny_task(workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.samples import ticket_records, write_split
 
-    rows = ticket_records(40, seed=1)
-    write_jsonl(workspace / "train.jsonl", rows[:32])
-    write_jsonl(workspace / "eval.jsonl", rows[32:])
+    write_split(workspace, ticket_records(40, seed=1), 32)
     return {"train_path": "train.jsonl", "eval_path": "eval.jsonl"}
 
 

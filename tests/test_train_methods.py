@@ -13,11 +13,9 @@ from tools import call_tool
 
 @pytest.fixture
 def pref_task(workspace):
-    from runtime.samples import ticket_preference_records, write_jsonl
+    from runtime.samples import ticket_preference_records, write_split
 
-    rows = ticket_preference_records(24, seed=3)
-    write_jsonl(workspace / "pref_train.jsonl", rows[:16])
-    write_jsonl(workspace / "pref_eval.jsonl", rows[16:])
+    write_split(workspace, ticket_preference_records(24, seed=3), 16, prefix="pref_")
     return {"train_path": "pref_train.jsonl", "eval_path": "pref_eval.jsonl"}
 
 
@@ -56,11 +54,9 @@ def test_dpo_rejects_sft_data_with_a_hint(tiny_model_dir, workspace):
 
 @pytest.fixture
 def sft_task(workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.samples import ticket_records, write_split
 
-    rows = ticket_records(24, seed=4)
-    write_jsonl(workspace / "train.jsonl", rows[:16])
-    write_jsonl(workspace / "eval.jsonl", rows[16:])
+    write_split(workspace, ticket_records(24, seed=4), 16)
     return {"train_path": "train.jsonl", "eval_path": "eval.jsonl"}
 
 

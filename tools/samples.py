@@ -29,14 +29,13 @@ class CreateSampleDatasetOutput(BaseModel):
       cost="instant")
 def create_sample_dataset(args: CreateSampleDatasetInput) -> CreateSampleDatasetOutput:
     from runtime.paths import resolve_path
-    from runtime.samples import ticket_preference_records, ticket_records, write_jsonl
+    from runtime.samples import ticket_preference_records, ticket_records, write_split
 
     out = resolve_path(args.out_dir)
     make = ticket_records if args.task == "tickets" else ticket_preference_records
     # One draw split in two, so eval texts never repeat train texts.
     rows = make(args.train_rows + args.eval_rows, seed=args.seed)
-    train = write_jsonl(out / "train.jsonl", rows[: args.train_rows])
-    evals = write_jsonl(out / "eval.jsonl", rows[args.train_rows:])
+    train, evals = write_split(out, rows, args.train_rows)
     return CreateSampleDatasetOutput(train_path=str(train), eval_path=str(evals),
                                      rows={"train": args.train_rows, "eval": args.eval_rows},
                                      format="conversational" if args.task == "tickets" else "preference_conversational")
