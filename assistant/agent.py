@@ -301,8 +301,9 @@ class Agent:
                                     "hint": "Use the earlier result: " + json.dumps(seen[key], default=str)[:400]})
             return "repeat"
         approved = None
-        if tool.cost in NEEDS_APPROVAL:
-            decision = self.approver(PendingCall(call.id, call.name, args, tool.cost, tool.description))
+        cost = tool.cost_for(args)
+        if cost in NEEDS_APPROVAL:
+            decision = self.approver(PendingCall(call.id, call.name, args, cost, tool.description))
             if decision.action == "reject":
                 self._fail(call, args, {"code": "rejected_by_person",
                                         "message": decision.reason or f"the person declined {call.name}",
@@ -316,7 +317,7 @@ class Agent:
                     self._fail(call, args, validation_error_value(e))
                     return "invalid"
             approved = decision.action
-        self.emit(ToolStarted(call.id, call.name, args, tool.cost))
+        self.emit(ToolStarted(call.id, call.name, args, tool.cost_for(args)))
         result = call_tool(call.name, args)
         body = {"output": result.output} if result.ok else {"error": result.error}
         seen[key] = body

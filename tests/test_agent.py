@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from assistant.agent import (Agent, AssistantMessage, Decision, JobEnded, Notice, ToolFinished, ToolStarted,
                              approve_all, reject_all)
 from tests.scripted_brain import ScriptedBrain
-from tools.registry import _REGISTRY, ToolInput, tool
+from tools.registry import ToolInput, extra_tools, tool
 
 
 class CountInput(ToolInput):
@@ -54,8 +54,8 @@ def job_tool():
         return CountOutput(job_id=job.id, status="running", rows=args.rows)
 
     RAN.clear()
-    yield "test_count_job"
-    _REGISTRY.pop("test_count_job", None)
+    with extra_tools(count_job):
+        yield "test_count_job"
 
 
 def collect():

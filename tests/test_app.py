@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.scripted_brain import ScriptedBrain
-from tools.registry import _REGISTRY, ToolInput, tool
+from tools.registry import ToolInput, extra_tools, tool
 
 SIZE = (120, 40)
 
@@ -60,8 +60,9 @@ def fake_train():
                                   metrics_path=str(run / "metrics.jsonl"), log_path=str(run / "train.log")))
         return JobOutput(job_id=job.id, status="running", metrics_path=str(run / "metrics.jsonl"))
 
-    yield "test_fake_train"
-    _REGISTRY.pop("test_fake_train", None)
+
+    with extra_tools(fake):
+        yield "test_fake_train"
 
 
 async def test_send_message_streams_reply_and_shows_brain():

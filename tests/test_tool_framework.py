@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+import pytest
+
 from pydantic import BaseModel, Field
 
-from tools.registry import ToolInput, call_tool, get_tool, strict_schema, tool
+from tools.registry import ToolInput, call_tool, extra_tools, get_tool, strict_schema, tool
 
 
 class Inner(BaseModel):
@@ -38,6 +40,12 @@ def _echo(args: EchoInput) -> EchoOutput:
         raise BadInput("text may not be 'domain'", hint="pick another")
     text = args.text * args.times
     return EchoOutput(result=text.upper() if args.mode == "upper" else text)
+
+
+@pytest.fixture(autouse=True)
+def echo_tool():
+    with extra_tools(_echo):
+        yield
 
 
 def test_strict_schema_requires_every_property_and_forbids_extras():
@@ -109,3 +117,30 @@ def test_create_sample_dataset_writes_disjoint_balanced_splits(workspace):
     assert set(Counter(r["messages"][-1]["content"] for r in train).values()) == {10}
     outside = call_tool("create_sample_dataset", {"out_dir": "/etc/ftpilot-test"})
     assert outside.error["code"] == "outside_workspace"
+
+
+def test_non_finite_numbers_are_refused():
+    from tools.training import TrainSFTInput
+
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        res = call_tool("train_sft", {"train_path": "x.jsonl", "learning_rate": bad})
+        assert not res.ok and res.error["code"] == "validation_error"
+        assert any(f["loc"] == "learning_rate" for f in res.error["fields"])
+    assert TrainSFTInput.model_json_schema()  # the schema still builds
+
+
+def test_overwrite_makes_a_call_destructive():
+    t = get_tool("_test_echo")
+    assert t.cost_for({"text": "a"}) == "instant"
+    assert t.cost_for({"text": "a", "overwrite": True}) == "destructive"
+    assert t.cost_for({"text": "a", "overwrite": False}) == "instant"
+
+
+def test_test_tools_live_only_inside_extra_tools():
+    from tools import all_tools
+
+    assert "_test_echo" in all_tools()
+    with extra_tools():
+        pass
+    names = set(all_tools())
+    assert all(get_tool(n).module.startswith("tools.") for n in names - {"_test_echo"})

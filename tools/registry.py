@@ -1,33 +1,39 @@
 """The typed tool framework: registry, strict OpenAI schemas, cost classes, errors as values.
 
-A tool is a pydantic input model (extra="forbid"), a pydantic output model, a function, a one-line
-description and a cost class. Tool modules live in this package and register with `@tool`;
+A tool is a pydantic input model (extra="forbid", finite numbers only), a pydantic output model, a function,
+a one-line description and a cost class. Tool modules are listed in `TOOL_MODULES` and register with `@tool`;
 `all_tools()` imports them on first use. Tool modules must not import torch/transformers at module
 level: the CLI and the TUI list tools on start-up.
+
+A call whose arguments say `overwrite: true` costs `destructive` whatever the tool's class (`Tool.cost_for`):
+replacing a file needs the person's approval. Tests register extra tools with `extra_tools(...)`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import logging
-import pkgutil
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from runtime.errors import FtpilotError
 
 Cost = Literal["instant", "cpu_job", "gpu_job", "destructive"]
-_NOT_TOOL_MODULES = {"registry"}
+# Every module that defines tools, in the order `ftpilot tool list` groups them.
+TOOL_MODULES = ("tools.dataset", "tools.samples", "tools.generate", "tools.recommend", "tools.training",
+                "tools.evaluate", "tools.hardware")
 
 
 class ToolInput(BaseModel):
-    """Base for every tool's input: unknown fields are errors, not silently ignored."""
+    """Base for every tool's input: unknown fields are errors, not silently ignored; NaN and infinity are
+    refused (a learning rate of Infinity once "trained" to loss 0.0)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,15 @@ class Tool:
     output_model: type[BaseModel]
     func: Callable[[Any], BaseModel]
     cost: Cost
+
+    @property
+    def module(self) -> str:
+        return self.func.__module__
+
+    def cost_for(self, args: dict | BaseModel | None) -> Cost:
+        """The cost of one call: replacing existing files (`overwrite: true`) is destructive."""
+        value = getattr(args, "overwrite", None) if isinstance(args, BaseModel) else (args or {}).get("overwrite")
+        return "destructive" if value is True else self.cost
 
     def openai_schema(self) -> dict:
         return {
@@ -79,9 +94,13 @@ def tool(name: str, description: str, cost: Cost) -> Callable:
         input_model, output_model = hints[params[0]], hints["return"]
         if input_model.model_config.get("extra") != "forbid":
             raise TypeError(f"tool {name}: input model must forbid extra fields (subclass ToolInput)")
+        spec = Tool(name, description, input_model, output_model, func, cost)
+        func.tool_name, func.tool_spec = name, spec
+        if not func.__module__.startswith("tools."):
+            return func  # a test's tool: registered only inside `extra_tools(...)`
         if name in _REGISTRY and _REGISTRY[name].func.__module__ != func.__module__:
             raise ValueError(f"tool {name} registered twice")
-        _REGISTRY[name] = Tool(name, description, input_model, output_model, func, cost)
+        _REGISTRY[name] = spec
         return func
 
     return decorate
@@ -91,12 +110,29 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    import tools
-
-    for info in pkgutil.iter_modules(tools.__path__):
-        if not info.name.startswith("_") and info.name not in _NOT_TOOL_MODULES:
-            importlib.import_module(f"tools.{info.name}")
+    for name in TOOL_MODULES:
+        importlib.import_module(name)
     _discovered = True
+
+
+@contextlib.contextmanager
+def extra_tools(*funcs: Callable) -> Iterator[None]:
+    """Register tools for the length of a `with` block (tests): `with extra_tools(fake_train): ...`.
+
+    Each function must carry `@tool`; it is registered on entry and removed on exit."""
+    _discover()
+    names = [getattr(f, "tool_name") for f in funcs]
+    saved = {n: _REGISTRY.get(n) for n in names}
+    for f in funcs:
+        _REGISTRY[f.tool_name] = f.tool_spec
+    try:
+        yield
+    finally:
+        for n, old in saved.items():
+            if old is None:
+                _REGISTRY.pop(n, None)
+            else:
+                _REGISTRY[n] = old
 
 
 def all_tools() -> dict[str, Tool]:

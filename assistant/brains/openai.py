@@ -81,7 +81,7 @@ class OpenAIBrain:
                     if r.status_code >= 400:
                         body = r.read().decode(errors="replace")[:500]
                         if with_choice and req.tool_choice not in (None, "auto") and attempt == 0:
-                            # transformers serve rejects tool_choice (FACTS.md): ask again without it.
+                            # transformers serve rejects tool_choice (docs/FACTS.md): ask again without it.
                             self.rejects_tool_choice, with_choice = True, False
                             continue
                         raise BrainUnavailable(f"{self.base} answered {r.status_code}: {body}")

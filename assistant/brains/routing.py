@@ -1,6 +1,6 @@
 """Tool choice without trusting a tiny model to choose: narrow the candidates from the message and the plan.
 
-FACTS.md: the 135M model, grammar-constrained over every tool, picked a training tool when asked to audit.
+docs/FACTS.md: the 135M model, grammar-constrained over every tool, picked a training tool when asked to audit.
 So the embedded brain decides *which* tool from slash commands, intent keywords and the plan's next step, and
 lets the model choose only among the few candidates left (and fill arguments it cannot infer). Pins (argument
 values read from the message or known from the project) are fixed in the grammar, never guessed.

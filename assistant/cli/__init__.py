@@ -30,19 +30,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runtime.settings import get_settings
+    from runtime.errors import FtpilotError
 
-    get_settings()  # sets HF_HUB_OFFLINE before anything can import the hub client
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    if handler is None:
-        handler = _default_handler(parser)
     try:
+        _start()
+        handler = getattr(args, "handler", None) or _default_handler(parser)
         code = handler(args)
     except KeyboardInterrupt:
         code = 130
+    except FtpilotError as e:  # a domain error outside a tool call (bad settings, an unreadable store)
+        emit({"error": e.to_dict()})
+        code = 1
+    except Exception as e:  # noqa: BLE001 - never a traceback on the terminal; it goes to the log file
+        import logging
+
+        logging.getLogger("ftpilot.cli").exception("command failed")
+        from runtime.logs import log_path
+
+        emit({"error": {"code": "internal_error", "message": f"{type(e).__name__}: {e}",
+                        "hint": f"This is a bug in ftpilot; the traceback is in {log_path()}."}})
+        code = 1
     return int(code or 0)
+
+
+def _start() -> None:
+    from pydantic import ValidationError
+
+    from runtime.errors import BadInput
+    from runtime.logs import setup_logging
+    from runtime.settings import get_settings
+
+    try:
+        get_settings()  # sets HF_HUB_OFFLINE before anything can import the hub client
+    except ValidationError as e:
+        raise BadInput(f"invalid settings: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}",
+                       hint="Check the FTPILOT_ environment variables and the config file.",
+                       code="bad_settings") from None
+    except OSError as e:
+        raise BadInput(f"cannot create the data dir: {e}", hint="Set FTPILOT_DATA_DIR to a writable folder.",
+                       code="data_dir_unwritable") from None
+    setup_logging()
 
 
 def _default_handler(parser: argparse.ArgumentParser):

@@ -29,7 +29,8 @@ def register(sub) -> None:
 def _list(_args) -> int:
     from tools import all_tools
 
-    emit([{"name": t.name, "cost": t.cost, "description": t.description} for t in all_tools().values()])
+    emit([{"name": t.name, "cost": t.cost, "module": t.module, "description": t.description}
+          for t in all_tools().values()])
     return 0
 
 
@@ -44,6 +45,7 @@ def _schema(args) -> int:
         return EXIT_ERROR
     schema = t.openai_schema()
     schema["cost"] = t.cost
+    schema["module"] = t.module
     schema["output_schema"] = t.output_model.model_json_schema()
     emit(schema)
     return 0
@@ -55,8 +57,11 @@ def _call(args) -> int:
     try:
         raw = args.args_file.read_text() if args.args_file else (args.args or "{}")
         arguments = json.loads(raw)
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, bad UTF-8
         emit({"error": {"code": "validation_error", "message": f"arguments are not readable JSON: {e}"}})
+        return EXIT_INVALID
+    except RecursionError:
+        emit({"error": {"code": "validation_error", "message": "arguments are nested too deeply to read"}})
         return EXIT_INVALID
     result = call_tool(args.name, arguments)
     if result.ok:

@@ -4,7 +4,7 @@ Real batching: requests are grouped by (adapter, constraint) and run through `mo
 left padding and an attention mask, so a batch of 16 costs little more than one sequence on this CPU.
 Adapters: PEFT LoRA dirs, loaded once each and switched per group; requests without one run with the
 adapters disabled. Structured output: xgrammar's `xgrammar.contrib.hf.LogitsProcessor` (one per generate call,
-one compiled grammar per row) constrains the tokens to JSON matching the schema (FACTS.md).
+one compiled grammar per row) constrains the tokens to JSON matching the schema (docs/FACTS.md).
 Device and precision come from `runtime.hardware.probe()`: fp32 on a CPU without native bf16.
 """
 
