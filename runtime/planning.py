@@ -155,7 +155,7 @@ def token_stats(train_path: str | None, tokenizer_dir: str, sample: int = 200) -
 def plan_for(model_path: str, method: str, *, seq_len: int = 512, train_path: str | None = None,
              batch_size: int | None = None, gradient_checkpointing: bool | None = None, lora_r: int = 16,
              budget_mb: float | None = None, target_batch: int = 8, max_steps: int | None = None,
-             epochs: float = 1.0) -> dict:
+             epochs: float = 1.0, columns: dict | None = None) -> dict:
     """A config that fits: precision, batch size, accumulation, checkpointing, QLoRA if needed, steps and time."""
     from runtime.hardware import probe
 

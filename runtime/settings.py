@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     default_model: str = Field("default", description="Model used when none is named.")
     hub_offline: bool = Field(True, description="Never touch the model hub unless turned off.")
     allow_outside_workspace: bool = Field(False, description="Let tools touch paths outside workspace_root.")
+    allow_pickle: bool = Field(False, description="Load pickle weights (pytorch_model.bin); asked for by name only, "
+                               "since unpickling runs code.")
     brain: str = Field("auto", description="auto | vllm | openai | embedded")
     brain_url: str | None = Field(None, description="OpenAI-compatible URL for the vllm/openai brains.")
     brain_model: str | None = Field(None, description="Model the brain serves or loads.")

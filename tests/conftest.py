@@ -60,12 +60,16 @@ def bundled_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
-    """A tiny random Llama (2 layers, width 64) with the bundled tokenizer and chat template: fast to train."""
+def tiny_model_dir(bundled_model_dir) -> Path:
+    """A tiny random Llama (2 layers, width 64) with the bundled tokenizer and chat template: fast to train.
+    It lives in the models dir (where tools may read models from), in a folder of this session's own."""
+    import shutil
+    import tempfile
+
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    path = tmp_path_factory.mktemp("tiny-llama")
+    path = Path(tempfile.mkdtemp(prefix="test-tiny-llama-", dir=MODELS_DIR))
     tok = AutoTokenizer.from_pretrained(bundled_model_dir)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -74,7 +78,8 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
