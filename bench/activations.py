@@ -49,13 +49,14 @@ def saved_bytes(layers: int, method: str, a, tok_dir: str) -> tuple[float, int]:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(d, **kwargs)
-    # equal-length rows so the batch has a known number of tokens; the last one is shorter (padding present)
+    # rows of about `seq` tokens (max_length leaves room: a cut answer would drop the row); the last is shorter,
+    # so padding is present as in training
     words = " ".join(["alpha beta gamma delta"] * (a.seq // 4))
     rows = [{"prompt": [{"role": "user", "content": words}], "completion": [{"role": "assistant", "content": "ok"}]}
             for _ in range(a.batch)]
     rows[-1]["prompt"][0]["content"] = words[: len(words) // 2]
     args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=1, per_device_train_batch_size=a.batch,
-                     bf16=a.bf16, use_cpu=True, report_to="none", save_strategy="no", max_length=a.seq,
+                     bf16=a.bf16, use_cpu=True, report_to="none", save_strategy="no", max_length=2 * a.seq + 64,
                      gradient_checkpointing=False, logging_steps=1, disable_tqdm=True)
     peft = None if method == "full" else LoraConfig(r=16, lora_alpha=32, lora_dropout=a.dropout,
                                                     target_modules="all-linear", task_type="CAUSAL_LM")

@@ -48,7 +48,8 @@ class ProgressPrinter:
         step, total = job.step or 0, job.total_steps or 0
         loss = metric.get("loss") if metric else None
         sps = metric.get("s_per_step") if metric else None
-        eta = f"{(total - step) * sps:.0f}s" if sps and total else "?"
+        eta_s = (metric or {}).get("eta_s")
+        eta = f"{eta_s:.0f}s" if eta_s is not None else (f"{(total - step) * sps:.0f}s" if sps and total else "?")
         width = 24
         filled = int(width * step / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
@@ -248,22 +249,32 @@ class RunStatusOutput(BaseModel):
     last_metrics: dict | None = Field(None, description="the last metrics line with a training loss")
     eta_s: float | None = None
     checkpoint: str | None = Field(None, description="the last checkpoint (what resume continues from)")
+    tokens_per_s: float | None = Field(None, description="real (non-padding) input tokens per second, lately")
+    label_tokens_per_s: float | None = Field(None, description="answer tokens the loss is on, per second, lately")
+    preflight: dict | None = Field(None, description="the pre-flight's measured peak memory, tokens/s, ETA and any "
+                                   "correction of the plan")
 
 
-@tool("run_status", "A run's job row, its last metrics (step, loss, tokens/s, memory), ETA and last checkpoint.",
-      cost="instant")
+@tool("run_status", "A run's job row, its last metrics (step, loss, real tokens/s, memory), ETA, pre-flight and "
+      "last checkpoint.", cost="instant")
 def run_status(args: RunIdInput) -> RunStatusOutput:
     from runtime import jobs
 
     jobs.refresh()
     job = jobs.get_job(args.job_id)
-    last = jobs.last_metric(job)
+    last = jobs.last_metric(job) or {}
+    final = (job.result or {}).get("metrics") or {}
     eta = None
-    if job.status == "running" and last and last.get("s_per_step") and job.total_steps:
+    if job.status == "running" and last.get("eta_s") is not None:
+        eta = last["eta_s"]  # from the mean step time since training began
+    elif job.status == "running" and last.get("s_per_step") and job.total_steps:
         eta = round((job.total_steps - (job.step or 0)) * last["s_per_step"], 1)
     ckpt = jobs.last_checkpoint(job)
-    return RunStatusOutput(job=jobs.job_summary(job), last_metrics=last, eta_s=eta,
-                           checkpoint=str(ckpt) if ckpt else None)
+    return RunStatusOutput(job=jobs.job_summary(job), last_metrics=last or None, eta_s=eta,
+                           checkpoint=str(ckpt) if ckpt else None,
+                           tokens_per_s=last.get("tokens_per_s", final.get("tokens_per_s")),
+                           label_tokens_per_s=last.get("label_tokens_per_s", final.get("label_tokens_per_s")),
+                           preflight=(job.result or {}).get("preflight"))
 
 
 class RunControlOutput(BaseModel):
@@ -363,17 +374,30 @@ def distill(args: DistillInput) -> RunOutput:
 
 # --- plan_training --------------------------------------------------------------------------------------
 
+class PlanTarget(ToolInput):
+    device: Literal["cuda", "cpu"] | None = Field(None, description="default: this machine's")
+    gpu_memory_gb: float | None = Field(None, gt=0, le=100_000, description="one card's memory (default: this "
+                                        "machine's card, or 80 GB)")
+    gpu_count: int | None = Field(None, ge=1, le=1024, description="cards (data parallel: each holds a copy)")
+    bf16: bool | None = Field(None, description="default: what the device supports (every recent GPU)")
+
+
 class PlanTrainingInput(ToolInput):
-    model: str = Field("default", description="model name or local dir")
+    model: str = Field("default", description="model name or local dir (config.json is enough)")
     method: Method = Field("lora", description="lora | qlora | full")
-    max_length: int = Field(512, ge=16, description="tokens per example (cap)")
+    max_length: int = Field(512, ge=16, le=MAX_LENGTH, description="tokens per example (cap)")
     train_path: str | None = Field(None, description="dataset for token statistics (rows, mean/p95/max tokens)")
-    batch_size: int | None = Field(None, ge=1, description="fix the batch size instead of choosing one")
+    columns: dict[str, str] | None = Field(None, description="which column holds each role, as for train_sft")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="fix the batch size instead of choosing "
+                                   "one")
     gradient_checkpointing: bool | None = Field(None, description="force checkpointing on/off (default: only if needed)")
-    lora_r: int = Field(16, ge=1)
-    budget_mb: float | None = Field(None, gt=0, description="memory budget (default: 90% of GPU memory, or 60% of RAM)")
-    max_steps: int | None = Field(None, ge=1)
-    epochs: float = Field(1.0, gt=0)
+    lora_r: int = Field(LORA_R, ge=1, le=4096)
+    budget_mb: float | None = Field(None, gt=0, description="memory budget (default: what the allocator can use "
+                                    "on the target card, or 60% of RAM)")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    epochs: float = Field(1.0, gt=0, le=10_000)
+    target: PlanTarget | None = Field(None, description="plan for another machine, e.g. {\"device\": \"cuda\", "
+                                      "\"gpu_memory_gb\": 24}; default: this one")
 
 
 class PlanTrainingOutput(BaseModel):
@@ -383,23 +407,30 @@ class PlanTrainingOutput(BaseModel):
     batch_size: int
     grad_accum: int
     gradient_checkpointing: bool
-    estimate: dict = Field(description="peak memory in MB by part: framework, weights, optimizer, activations, logits")
+    estimate: dict = Field(description="peak memory in MB by part: framework, weights, optimizer, activations, "
+                           "logits; total_mb predicts torch.cuda.max_memory_allocated on CUDA, peak RSS on a CPU")
     budget_mb: float
+    reason: str | None = Field(None, description="why this batch, accumulation and checkpointing")
+    target: dict | None = Field(None, description="the machine planned for")
+    seq_len: int | None = Field(None, description="the longest padded batch's length the estimate is for")
+    group_by_length: bool = False
     expected_steps: int | None = None
+    expected_s_per_step: float | None = None
     expected_minutes: float | None = None
     token_stats: dict | None = None
     notes: list[str] = Field(default_factory=list)
 
 
-@tool("plan_training", "Estimate peak memory for a training run and choose a config that fits this machine.",
-      cost="instant")
+@tool("plan_training", "Estimate peak memory for a training run and choose a config that fits this machine or a "
+      "named target (e.g. one 24 GB GPU).", cost="instant")
 def plan_training(args: PlanTrainingInput) -> PlanTrainingOutput:
     from runtime.planning import plan_for
 
     model_path = _check_inputs(args.model, args.train_path)
     plan = plan_for(model_path, args.method, seq_len=args.max_length, train_path=args.train_path,
                     batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
-                    lora_r=args.lora_r, budget_mb=args.budget_mb, max_steps=args.max_steps, epochs=args.epochs)
+                    lora_r=args.lora_r, budget_mb=args.budget_mb, max_steps=args.max_steps, epochs=args.epochs,
+                    columns=args.columns, target=args.target.model_dump(exclude_none=True) if args.target else None)
     return PlanTrainingOutput(**{k: plan.get(k) for k in PlanTrainingOutput.model_fields if k in plan})
 
 

@@ -70,17 +70,18 @@ def load_rows(path: str, columns: dict[str, str] | None = None):
     return dataio.load_dataset(str(p), **({"columns": columns} if columns else {}))
 
 
-def _text_bytes(value: Any) -> int:
+def text_bytes(value: Any) -> int:
+    """UTF-8 bytes of the text in a value (a string, messages, or lists of them)."""
     if isinstance(value, str):
         return len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, list):
-        return sum(_text_bytes(v) for v in value)
+        return sum(text_bytes(v) for v in value)
     if isinstance(value, dict):
-        return _text_bytes(value.get("content"))
+        return text_bytes(value.get("content"))
     return 0
 
 
-def _cut(value: Any, budget: list[int]) -> Any:
+def cut_text(value: Any, budget: list[int]) -> Any:
     """The value with its text cut to the remaining byte budget, in reading order (what token truncation keeps)."""
     if isinstance(value, str):
         raw = value.encode("utf-8", "surrogatepass")
@@ -88,9 +89,9 @@ def _cut(value: Any, budget: list[int]) -> Any:
         budget[0] -= len(raw)
         return keep
     if isinstance(value, list):
-        return [_cut(v, budget) for v in value]
+        return [cut_text(v, budget) for v in value]
     if isinstance(value, dict) and "content" in value:
-        return {**value, "content": _cut(value.get("content"), budget)}
+        return {**value, "content": cut_text(value.get("content"), budget)}
     return value
 
 
@@ -136,7 +137,7 @@ def bound_rows(ds, config: RunConfig, what: str = "training"):
     over_set = set(over)
 
     def cut(row, index):
-        return {k: _cut(v, [cap]) for k, v in row.items()} if index in over_set else row
+        return {k: cut_text(v, [cap]) for k, v in row.items()} if index in over_set else row
 
     return ds.map(cut, with_indices=True, load_from_cache_file=False, desc="cutting over-long rows"), len(over)
 
@@ -272,6 +273,7 @@ def common_args(ctx: JobContext, has_eval: bool) -> dict:
         num_train_epochs=cfg.epochs, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps, weight_decay=0.0,
         logging_steps=1, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_every,
+        logging_nan_inf_filter=False,  # a non-finite loss must show (the callback fails the run as diverged)
         save_total_limit=cfg.save_total_limit,
         eval_strategy="steps" if has_eval and cfg.eval_steps else "no",
         eval_steps=cfg.eval_steps,

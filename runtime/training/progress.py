@@ -100,8 +100,8 @@ def make_callback(ctx: JobContext):
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs:
                 return
-            loss = logs.get("loss")
-            diverged = isinstance(loss, float) and not math.isfinite(loss)
+            bad = [k for k in ("loss", "grad_norm") if isinstance(logs.get(k), float) and not math.isfinite(logs[k])]
+            diverged = bool(bad)
             if is_main():
                 row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(time.time(), 3),
                        **finite_row(logs)}
@@ -112,7 +112,7 @@ def make_callback(ctx: JobContext):
                 row["memory_mb"] = round(memory_mb(), 1)
                 jobs.record_metric(ctx.job_id, ctx.metrics_path, row)
             if diverged:
-                raise Diverged(f"training diverged: the loss became {loss} at step {state.global_step}",
+                raise Diverged(f"training diverged: the {bad[0]} became {logs[bad[0]]} at step {state.global_step}",
                                hint="Lower learning_rate (or check the data for empty answers), then start again.")
 
         def _rates(self, state, logs) -> dict:

@@ -77,6 +77,8 @@ def run(recipe: Recipe, ctx: JobContext) -> dict:
             jobs.merge_json(ctx.job_id, "result", preflight=report)
         if corrected is not None:
             ctx.config = corrected
+            del s
+            _release_memory()
             s = recipe.setup(ctx)
     result.update(_describe(ctx, s))
     trainer = s.trainer
@@ -110,6 +112,17 @@ def run(recipe: Recipe, ctx: JobContext) -> dict:
     if is_main():
         save(recipe, ctx, s, result)
     return result
+
+
+def _release_memory() -> None:
+    """Free the first setup's model before building the corrected one (on a GPU its memory is what ran out)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _wants_preflight(ctx: JobContext) -> bool:
