@@ -49,13 +49,14 @@ def main() -> int:
     build_model(model, tiny)
     steps, batch, max_length = (3, 2, 128) if tiny else (30, 8, 1024)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "FTPILOT_MODELS_DIR": str(work / "models")}
-    bench = [sys.executable, str(ROOT / "bench" / "train.py"), "--model", str(model), "--data", "spread",
+    bench = [sys.executable, str(ROOT / "bench" / "train.py"), "--model", str(model), "--root", str(work),
+             "--data", "spread",
              "--steps", str(steps), "--batch", str(batch), "--max-length", str(max_length), "--out",
              str(out / "cases.jsonl"), "--preflight", "--case-timeout", "150", "--cases",
              "ftpilot,trl_hand,trl_defaults,ftpilot_qlora,trl_liger,ftpilot_planned"]
     table = {"setup_s": round(time.time() - t, 1)}
     (out / "table.json").write_text(json.dumps(table, indent=1))
-    proc = subprocess.run(bench, env=env, capture_output=True, text=True, timeout=440)
+    proc = subprocess.run(bench, env=env, capture_output=True, text=True, timeout=420)
     table["bench_stdout"] = proc.stdout[-6000:]
     table["bench_stderr"] = proc.stderr[-3000:]
     (out / "table.json").write_text(json.dumps(table, indent=1))

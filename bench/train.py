@@ -135,6 +135,7 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--data", choices=("tickets", "spread"), default="tickets")
     p.add_argument("--model", default=None, help="a model dir (default: the bundled model)")
+    p.add_argument("--root", default=None, help="workspace for data and runs (it must hold --model's dir)")
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--preflight", action="store_true")
     p.add_argument("--out", default=None, help="append each case's JSON line to this file")
@@ -147,7 +148,7 @@ def main() -> int:
         return 0
     from runtime.settings import get_settings, reset_settings
 
-    root = Path(tempfile.mkdtemp(prefix="ftpilot-bench-"))
+    root = Path(a.root) if a.root else Path(tempfile.mkdtemp(prefix="ftpilot-bench-"))
     os.environ.setdefault("FTPILOT_MODELS_DIR", str(get_settings().resolved_models_dir))  # the prepared model
     os.environ.update(FTPILOT_DATA_DIR=str(root / "data"), FTPILOT_WORKSPACE_ROOT=str(root))
     reset_settings()

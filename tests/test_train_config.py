@@ -38,7 +38,7 @@ def test_max_steps_2e20_is_refused_and_leaves_no_run_folder(tiny_model_dir, work
     from runtime.settings import get_settings
 
     write_jsonl(workspace / "train.jsonl", ticket_records(8))
-    res = call_tool("train_sft", {"model": str(tiny_model_dir), "train_path": "train.jsonl", "max_steps": 2e20})
+    res = call_tool("train_sft", {"model": str(tiny_model_dir), "train_path": "train.jsonl", "max_steps": 2 * 10**20})
     assert not res.ok and res.error["code"] == "validation_error", res.error
     runs = get_settings().data_dir / "runs"
     assert not runs.exists() or not any(runs.iterdir())

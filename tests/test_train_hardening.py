@@ -10,38 +10,12 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
+from test_jobs import sft_args as args, tiny_task, wait_for  # noqa: F401 - the job tests' helpers and fixture
 from tools import call_tool
 
 
-@pytest.fixture
-def task(workspace):
-    from runtime.samples import ticket_records, write_split
-
-    write_split(workspace, ticket_records(40, seed=1), 32)
-    return {"train_path": "train.jsonl", "eval_path": "eval.jsonl"}
-
-
-def args(tiny_model_dir, task, **kw):
-    out = {"model": str(tiny_model_dir), **task, "max_steps": 4, "batch_size": 2, "max_length": 64,
-           "precision": "fp32", "learning_rate": 1e-3}
-    out.update(kw)
-    return out
-
-
-def wait_for(pred, timeout=180.0, poll=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError("condition not reached in time")
-
-
-def test_a_diverging_run_fails_naming_the_step_and_metrics_stay_json(tiny_model_dir, task):
-    res = call_tool("train_sft", args(tiny_model_dir, task, learning_rate=1e30, wait=True, eval_path=None))
+def test_a_diverging_run_fails_naming_the_step_and_metrics_stay_json(tiny_model_dir, tiny_task):
+    res = call_tool("train_sft", args(tiny_model_dir, tiny_task, learning_rate=1e30, wait=True, eval_path=None))
     assert res.ok, res.error
     out = res.output
     assert out["status"] == "failed", out
@@ -73,11 +47,11 @@ def test_cancel_during_data_preparation_stops_the_job(tiny_model_dir, workspace)
     assert not [m for m in jobs.read_metrics(job_id) if "loss" in m]
 
 
-def test_after_kill_9_the_next_queued_job_starts_when_anyone_looks(tiny_model_dir, task):
+def test_after_kill_9_the_next_queued_job_starts_when_anyone_looks(tiny_model_dir, tiny_task):
     from runtime import jobs
 
-    a = call_tool("train_sft", args(tiny_model_dir, task, max_steps=200, eval_path=None)).output
-    b = call_tool("train_sft", args(tiny_model_dir, task, max_steps=2, eval_path=None)).output
+    a = call_tool("train_sft", args(tiny_model_dir, tiny_task, max_steps=200, eval_path=None)).output
+    b = call_tool("train_sft", args(tiny_model_dir, tiny_task, max_steps=2, eval_path=None)).output
     assert a["status"] == "running" and b["status"] == "queued"
     wait_for(lambda: (jobs.get_job(a["job_id"]).step or 0) >= 1)
     os.killpg(jobs.get_job(a["job_id"]).pid, signal.SIGKILL)
@@ -137,8 +111,8 @@ def test_tokens_per_s_counts_real_tokens_and_eval_is_sized(tiny_model_dir, works
     assert st["tokens_per_s"] == st["last_metrics"]["tokens_per_s"] and st["label_tokens_per_s"]
 
 
-def test_preflight_measures_before_training_and_run_status_shows_it(tiny_model_dir, task):
-    res = call_tool("train_sft", args(tiny_model_dir, task, preflight=True, max_steps=3, eval_path=None,
+def test_preflight_measures_before_training_and_run_status_shows_it(tiny_model_dir, tiny_task):
+    res = call_tool("train_sft", args(tiny_model_dir, tiny_task, preflight=True, max_steps=3, eval_path=None,
                                       wait=True))
     assert res.ok and res.output["status"] == "succeeded", res.output or res.error
     st = call_tool("run_status", {"job_id": res.output["job_id"]}).output

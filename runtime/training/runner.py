@@ -297,7 +297,8 @@ def write_trl_config(ctx: JobContext, s: Setup, command: str, method_fields: dic
     doc: dict[str, Any] = {
         "model_name_or_path": s.model_path, "dtype": "bfloat16" if a.bf16 else "float32",
         "datasets": [{"path": _builder(train), "data_files": train}],
-        "output_dir": "trl-output", "bf16": a.bf16, "learning_rate": a.learning_rate, "max_steps": a.max_steps,
+        "output_dir": "trl-output", "bf16": a.bf16, "use_cpu": ctx.device == "cpu",
+        "learning_rate": a.learning_rate, "max_steps": a.max_steps,
         "num_train_epochs": a.num_train_epochs, "per_device_train_batch_size": a.per_device_train_batch_size,
         "gradient_accumulation_steps": a.gradient_accumulation_steps,
         "gradient_checkpointing": a.gradient_checkpointing, "seed": a.seed,
