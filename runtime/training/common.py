@@ -247,6 +247,16 @@ def lora_config(config: RunConfig):
                       target_modules=config.lora_targets or "all-linear", task_type="CAUSAL_LM")
 
 
+def adapters_compute_in_bf16(model) -> None:
+    """Mixed precision for LoRA as for the rest of the model: the adapters keep fp32 master weights (PEFT's
+    default), but their inputs stay bf16 under autocast instead of being copied to fp32 on every adapted linear.
+    That copy (and its fp32 dropout) made LoRA slower than QLoRA, whose adapters TRL keeps in bf16 (GPU table in
+    the README). Forwards outside autocast would mix dtypes: every forward of a bf16 run goes through it."""
+    for module in model.modules():
+        if hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False
+
+
 def sampling_args(group_by_length: bool) -> dict:
     """Length-grouped batches (less padding) in whichever spelling this transformers has."""
     if not group_by_length:

@@ -15,7 +15,7 @@ from runtime.hardware import memory_mb
 from runtime.training.common import JobContext
 from runtime.training.config import RunConfig
 
-TIMED_BATCHES = 2
+WARMUP_BATCHES, TIMED_BATCHES = 2, 3  # the first batches pay for kernel compilation (Triton) and allocator growth
 
 
 def preflight(ctx: JobContext, trainer) -> tuple[dict, RunConfig | None]:
@@ -37,7 +37,7 @@ def preflight(ctx: JobContext, trainer) -> tuple[dict, RunConfig | None]:
     if measured is not None:
         report.update(measured)
         steps = trainer.args.max_steps if trainer.args.max_steps > 0 else plan.get("expected_steps")
-        if steps:
+        if steps and measured.get("s_per_step"):
             report["eta_s"] = round(steps * measured["s_per_step"], 1)
     corrected = _correct(cfg, report, budget)
     if corrected is not None:
@@ -59,23 +59,24 @@ def _measure(trainer, cfg: RunConfig) -> dict:
         torch.cuda.reset_peak_memory_stats()
     _step(trainer, model, _longest_batch(trainer))          # the peak: the longest rows the data holds
     peak = memory_mb(peak=True)
-    loader = iter(trainer.get_train_dataloader())
-    _step(trainer, model, next(loader))                     # warm-up at an ordinary shape
-    t, tokens, labels = 0.0, 0, 0
-    for _ in range(TIMED_BATCHES):
-        batch = next(loader, None)
-        if batch is None:
-            break
+    batches = iter(trainer.get_train_dataloader())
+    for _, batch in zip(range(WARMUP_BATCHES), batches):   # warm-up at ordinary shapes
+        _step(trainer, model, batch)
+    t, timed, tokens, labels = 0.0, 0, 0, 0
+    for _, batch in zip(range(TIMED_BATCHES), batches):
         start = time.perf_counter()
         _step(trainer, model, batch)
         if cuda:
             torch.cuda.synchronize()
         t += time.perf_counter() - start
+        timed += 1
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(batch["input_ids"].numel())
         if batch.get("labels") is not None:
             labels += int((batch["labels"][..., 1:] != -100).sum())
     model.zero_grad(set_to_none=True)
-    per_micro = t / TIMED_BATCHES
+    if not timed:  # too few rows to time anything beyond the warm-up
+        return {"peak_memory_mb": round(peak, 1), "device": "cuda" if cuda else "cpu"}
+    per_micro = t / timed
     # the optimizer's moments are not allocated until its first step: add them from the plan
     optimizer = ((cfg.plan or {}).get("estimate") or {}).get("optimizer_mb", 0.0) / 2
     return {"peak_memory_mb": round(peak + optimizer, 1), "s_per_step": round(per_micro * cfg.grad_accum, 3),

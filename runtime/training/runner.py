@@ -138,7 +138,9 @@ def _wants_preflight(ctx: JobContext) -> bool:
 def _describe(ctx: JobContext, s: Setup) -> dict:
     model = s.trainer.model
     _, bf16 = precision(ctx.config)
-    out = {"method": ctx.method, "model_path": s.model_path, "device": ctx.device,
+    weights = getattr(ctx.config, "method", None) if ctx.kind == "train_sft" else (
+        "lora" if ctx.config.uses_lora else "full")
+    out = {"method": weights, "model_path": s.model_path, "device": ctx.device,
            "world_size": s.trainer.args.world_size, "precision": "bf16" if bf16 else "fp32",
            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "total_params": sum(p.numel() for p in model.parameters())}
@@ -154,20 +156,33 @@ def _describe(ctx: JobContext, s: Setup) -> dict:
 
 def _sized_eval(ctx: JobContext, trainer, result: dict):
     """The held-out rows scored before and after (the same ones both times): `eval_rows` when given, else as
-    many as take about EVAL_BUDGET_S here, timed on the first batch."""
+    many as take about EVAL_BUDGET_S here, from the time of one forward pass over a batch of them."""
     ds = trainer.eval_dataset
     if ds is None or ctx.config.eval_rows == 0:
         return None
     total = len(ds)
     n = min(total, ctx.config.eval_rows or total)
     if ctx.config.eval_rows is None and total > trainer.args.per_device_eval_batch_size:
-        first = ds.select(range(trainer.args.per_device_eval_batch_size))
-        t = time.perf_counter()
-        trainer.evaluate(eval_dataset=first, metric_key_prefix="eval")
-        per_row = (time.perf_counter() - t) / len(first)
-        n = min(total, max(len(first), int(EVAL_BUDGET_S / max(per_row, 1e-6))))
+        per_row = _seconds_per_eval_row(trainer, ds)
+        if per_row:
+            n = min(total, max(trainer.args.per_device_eval_batch_size, int(EVAL_BUDGET_S / per_row)))
     result["eval_rows"], result["eval_rows_total"] = n, total
     return ds if n == total else ds.select(range(n))
+
+
+def _seconds_per_eval_row(trainer, ds) -> float | None:
+    """One timed forward pass over the first eval batch (no logging, no metrics); None if it cannot be timed."""
+    import torch
+
+    rows = [ds[i] for i in range(min(len(ds), trainer.args.per_device_eval_batch_size))]
+    try:
+        batch = trainer._prepare_inputs(trainer.data_collator(rows))
+        start = time.perf_counter()
+        with torch.no_grad(), trainer.accelerator.autocast():
+            trainer.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
+    except Exception:  # noqa: BLE001 - a collator of another shape: score every row
+        return None
+    return (time.perf_counter() - start) / len(rows)
 
 
 def _evaluate(trainer, ds, result: dict) -> dict:

@@ -6,7 +6,8 @@ chat template closes the answer with the EOS token so the model learns to stop.
 
 from __future__ import annotations
 
-from runtime.training.common import (JobContext, common_args, load_model, lora_config, prepared_rows)
+from runtime.training.common import (JobContext, adapters_compute_in_bf16, common_args, load_model, lora_config,
+                                     precision, prepared_rows)
 from runtime.training.config import SFTRun
 from runtime.training.progress import counting, make_callback
 from runtime.training.runner import Recipe, Setup
@@ -35,6 +36,8 @@ class SFTRecipe(Recipe):
                                        peft_config=lora_config(cfg) if cfg.uses_lora else None,
                                        callbacks=[make_callback(ctx)])
         trainer.ftpilot_rows_truncated = cut
+        if cfg.uses_lora and precision(cfg)[1]:
+            adapters_compute_in_bf16(trainer.model)
         return Setup(trainer, tokenizer, model_path, artifact="adapter" if cfg.uses_lora else "model")
 
     def trl_config(self, ctx: JobContext, s: Setup) -> tuple[str, dict]:
