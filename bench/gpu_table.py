@@ -6,7 +6,7 @@ planner's own batch, plain TRL with its defaults, by hand, and by hand + Liger; 
 Builds the issue's random 0.82B Llama (hidden 2048, intermediate 5632, 16 layers, 32 heads, 8 KV heads, vocab
 49,152 tied) with the tokenizer in $GPU_TOK (default ./tok), runs bench/train.py's cases on data shaped like the
 issue's (mean ~418 tokens, long tail), 30 steps of batch 8 at max_length 1024, and writes OUTDIR/table.json after
-every case.
+every case. GPU_CASES picks the cases (comma-separated).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> int:
              "--data", "spread",
              "--steps", str(steps), "--batch", str(batch), "--max-length", str(max_length), "--out",
              str(out / "cases.jsonl"), "--preflight", "--case-timeout", "150", "--cases",
-             "ftpilot,trl_hand,trl_defaults,ftpilot_qlora,trl_liger,ftpilot_planned"]
+             os.environ.get("GPU_CASES", "ftpilot,trl_hand,trl_defaults,ftpilot_qlora,trl_liger,ftpilot_planned")]
     table = {"setup_s": round(time.time() - t, 1)}
     (out / "table.json").write_text(json.dumps(table, indent=1))
     proc = subprocess.run(bench, env=env, capture_output=True, text=True, timeout=420)
