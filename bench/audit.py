@@ -100,7 +100,7 @@ def main() -> None:
             import platformdirs
 
             os.environ["FTPILOT_MODELS_DIR"] = str(Path(platformdirs.user_data_dir("ftpilot")) / "models")
-        from runtime.dataio import write_jsonl
+        from runtime.outputs import write_jsonl
         from tools import call_tool
 
         path = write_jsonl(tmp / "chat.jsonl", make_records(a.rows))
