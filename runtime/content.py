@@ -170,14 +170,15 @@ def mask(s: str) -> str:
 
 _CANNOT = (r"(?:can(?:'|’|no)?t|cannot|am\s+unable|'m\s+unable|am\s+not\s+able|'m\s+not\s+able|won't|will\s+not"
            r"|must\s+(?:decline|refuse)|refuse|(?:do\s+not|don't|don’t)\s+(?:have\s+(?:the\s+ability|access|enough)"
-           r"|feel\s+comfortable|think\s+(?:i\s+should|it(?:'s|\s+is)\s+appropriate)|know|understand)"
+           r"|feel\s+comfortable|think\s+(?:i\s+should|it(?:'s|\s+is)\s+appropriate))"
            r"|am\s+not\s+(?:able|programmed|designed|comfortable|allowed)|'m\s+not\s+(?:able|programmed|designed"
            r"|comfortable|allowed|sure\s+(?:i|what)))")
-_NOT_REFUSING = r"(?!\s+(?:help\s+but|stress|emphasi[sz]e|overstate|wait|believe|imagine|thank|agree|recommend\s+enough))"
+_NOT_REFUSING = (r"(?!\s+(?:help\s+but|stress|emphasi[sz]e|overstate|wait|believe|imagine|thank|agree|recommend\s+enough"
+                 r"|say\s+for\s+sure|be\s+sure|tell\s+(?:for\s+sure|if|whether)|understand|express|agree))")
 _REFUSAL = re.compile(
     rf"""^\W*(?:
       (?:i(?:'m|’m|\s+am)\s+)?(?:so\s+|very\s+|really\s+)?(?:sorry|afraid)\b[^.!?\n]{{0,100}}?
-          \b(?:(?:i|we)\s+(?:\w+\s+)?{_CANNOT}|(?:this|that|the\s+(?:task|instruction|request|question))\s+
+          \b(?:(?:i|we)\s+(?:\w+\s+)?{_CANNOT}{_NOT_REFUSING}|(?:this|that|the\s+(?:task|instruction|request|question))\s+
           (?:\w+\s+)?(?:involves|requires|is\s+(?:not\s+possible|impossible|beyond|outside))|it(?:'s|\s+is)\s+not\s+
           (?:possible|appropriate))
      |i\s+apologi[sz]e\b[^.!?\n]{{0,100}}?\b(?:i|we)\s+(?:\w+\s+)?{_CANNOT}
