@@ -82,7 +82,7 @@ def test_hh_transcripts_become_trl_conversational_preferences(workspace):
     assert any("harmlessness" in r and "keep them" in r for r in audit["recommendations"])
     assert {"ssn", "address"} <= set(f["pii"]["details"]["kinds"]) and f["pii"]["severity"] == "error"
     clean = call_tool("clean_dataset", {"path": "hh.jsonl.gz", "too_long": "keep", "redact_pii": False})
-    assert clean.ok and clean.output["output_rows"] == 4
+    assert clean.ok and clean.output["output_rows"] == 4 and clean.output["format"] == "preference_conversational"
     assert read(clean.output["out_path"])[0] == conv
     ds = dataio.load_dataset(clean.output["out_path"])
     assert ds[0]["chosen"] == conv["chosen"] and len(ds[0]["prompt"]) == 3

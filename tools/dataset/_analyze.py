@@ -11,7 +11,6 @@ import json
 import random
 import re
 import time
-import unicodedata
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from runtime import dataio
 from runtime.content import SEVERE_KINDS, find_pii, is_placeholder, is_refusal, redact_pii
 from runtime.errors import BadInput
 from runtime.labels import decide_labels, is_short
+from runtime.labels import normalize_label as normalize  # what exact_duplicate compares
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 CHECKS = ("invalid_json", "schema", "role_order", "empty_turn", "too_long", "exact_duplicate", "near_duplicate",
@@ -106,11 +106,6 @@ def safe_text(s: str) -> str:
         return s
     except UnicodeEncodeError:
         return s.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def normalize(text: str) -> str:
-    """NFKC, case folding, whitespace collapsed: what exact_duplicate compares."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 # --- the analysis ------------------------------------------------------------------------------------

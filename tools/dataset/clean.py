@@ -195,7 +195,13 @@ def clean_dataset(args: CleanDatasetInput) -> CleanDatasetOutput:
             raise BadInput(f"internal count mismatch: {written} written + {dropped} dropped != {a.rows} rows")
     return CleanDatasetOutput(out_path=str(out), manifest_path=str(manifest_path), input_rows=a.rows,
                               output_rows=written, dropped=dropped, changed=changed, reasons=dict(reasons),
-                              format="conversational" if args.convert and a.kind == "sft" else a.format)
+                              format=_written_format(a, args.convert))
+
+
+def _written_format(a: Analysis, convert: bool) -> str:
+    if convert and a.kind == "sft":
+        return "conversational"
+    return "preference_conversational" if convert and a.kind == "preference" else a.format
 
 
 def _fix(row: int, rec: dict, a: Analysis, args: CleanDatasetInput, truncator: _Truncator | None
