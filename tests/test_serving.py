@@ -114,7 +114,8 @@ def test_engine_urls_are_loopback_unless_allowed(monkeypatch):
 def test_evaluate_refuses_a_remote_engine_as_an_error_value(tmp_path):
     """issue 8: `evaluate` sent eval rows to an arbitrary URL. (A `.invalid` name never resolves, so even a
     regression sends nothing anywhere.)"""
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
     from tools import call_tool
 
     ws = Path(os.environ["FTPILOT_WORKSPACE_ROOT"])
