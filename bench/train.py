@@ -103,7 +103,8 @@ def ftpilot_run(a, variant: str) -> dict:
 
 
 def write_data(a, root: Path) -> str:
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     path = root / "train.jsonl"
     if a.data == "tickets":

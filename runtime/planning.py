@@ -223,11 +223,11 @@ def token_stats(train_path: str | None, tokenizer_dir: str, max_length: int, sam
     p = resolve_path(train_path, must_exist=True)
     texts, cut, rows = [], [], 0
     cap = max_length * BYTES_PER_TOKEN
-    for _, rec in dataio.iter_records(p):
+    for _, rec in dataio.iter_records(p, columns=columns):
         rows += 1
         if len(texts) >= sample or not isinstance(rec, dict):
             continue
-        text, was_cut = _row_text(rec, cap, columns)
+        text, was_cut = _row_text(rec, cap)
         if text is not None:
             texts.append(text)
             cut.append(was_cut)
@@ -244,13 +244,11 @@ def token_stats(train_path: str | None, tokenizer_dir: str, max_length: int, sam
             "over_max_length": sum(n > max_length for n in lengths), "lengths": lengths}
 
 
-def _row_text(rec: dict, cap: int, columns: dict | None):
+def _row_text(rec: dict, cap: int):
     """(messages or text, whether it was cut) for one record, bounded to `cap` bytes; (None, 0) if unknown."""
     from runtime import dataio
     from runtime.training.common import cut_text, text_bytes
 
-    if columns:
-        rec = {role: rec.get(col) for role, col in columns.items()}
     try:
         conv = dataio.to_conversational(rec)
     except Exception:  # noqa: BLE001 - statistics skip what training would refuse

@@ -34,7 +34,8 @@ def test_one_config_per_method_with_defaults_and_cross_field_rules():
 
 
 def test_max_steps_2e20_is_refused_and_leaves_no_run_folder(tiny_model_dir, workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
     from runtime.settings import get_settings
 
     write_jsonl(workspace / "train.jsonl", ticket_records(8))
@@ -70,7 +71,8 @@ def test_model_paths_follow_the_workspace_rule(tiny_model_dir, workspace, tmp_pa
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(outside),
                                                              "peft_type": "LORA"}))
     (adapter / "adapter_model.safetensors").write_bytes(b"")
-    from runtime.samples import ticket_preference_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_preference_records
 
     write_jsonl(workspace / "pref.jsonl", ticket_preference_records(4))
     res = call_tool("train_dpo", {"model": str(tiny_model_dir), "train_path": "pref.jsonl",

@@ -30,7 +30,8 @@ def test_a_diverging_run_fails_naming_the_step_and_metrics_stay_json(tiny_model_
 
 def test_cancel_during_data_preparation_stops_the_job(tiny_model_dir, workspace):
     from runtime import jobs
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     write_jsonl(workspace / "big.jsonl", ticket_records(60_000, seed=2))  # tokenizing it takes a while
     res = call_tool("train_sft", {"model": str(tiny_model_dir), "train_path": "big.jsonl", "max_steps": 2,
@@ -65,7 +66,8 @@ def test_after_kill_9_the_next_queued_job_starts_when_anyone_looks(tiny_model_di
 
 def test_over_long_rows_are_cut_before_tokenizing_or_refused(tiny_model_dir, workspace):
     from runtime import jobs
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     rows = ticket_records(8, seed=3)
     rows.append({"messages": [{"role": "user", "content": "word " * 1_000_000},  # 5 MB in one row
@@ -88,7 +90,7 @@ def test_tokens_per_s_counts_real_tokens_and_eval_is_sized(tiny_model_dir, works
 
     rows = [{"messages": [{"role": "user", "content": "x " * n}, {"role": "assistant", "content": "yes"}]}
             for n in (2, 3, 50, 4)]  # one long row: padding is most of the batch
-    from runtime.samples import write_jsonl
+    from runtime.outputs import write_jsonl
 
     write_jsonl(workspace / "t.jsonl", rows)
     write_jsonl(workspace / "e.jsonl", rows * 3)

@@ -12,6 +12,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from runtime.dataio import check_columns
+from runtime.errors import BadInput
+
 # Upper bounds: a step count or batch beyond these is a typo, and 2e20 steps overflowed SQLite's INTEGER.
 MAX_STEPS = 10_000_000
 MAX_BATCH = 4096
@@ -20,7 +23,6 @@ LORA_R, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
 # A row's text beyond this many bytes per token of max_length is too long before any tokenizer sees it
 # (a token is rarely more than a few bytes): per-row work stays bounded (a 50 MB row once took 12 GB).
 BYTES_PER_TOKEN = 16
-COLUMN_ROLES = ("prompt", "completion", "system", "chosen", "rejected")
 
 
 class RunConfig(BaseModel):
@@ -70,10 +72,10 @@ class RunConfig(BaseModel):
     def _defaults(self):
         if self.learning_rate is None:
             self.learning_rate = self.default_lr()
-        if self.columns:
-            unknown = sorted(set(self.columns) - set(COLUMN_ROLES))
-            if unknown:
-                raise ValueError(f"columns: unknown roles {unknown}; use {', '.join(COLUMN_ROLES)}")
+        try:
+            check_columns(self.columns)  # runtime.dataio's rule for a columns mapping
+        except BadInput as e:
+            raise ValueError(e.message) from None
         return self
 
     def default_lr(self) -> float:
