@@ -7,6 +7,7 @@ TRL's `num_tokens` and ftpilot's `input_tokens` both sum the attention masks. Pr
     .venv/bin/python bench/train.py [--steps N] [--batch B] [--data tickets|spread] [--model DIR]
 
 `--data spread` draws row lengths like the GPU check's data (mean ~418 tokens, long tail), where padding matters.
+`--rounds N` interleaves N rounds of the cases and prints the median ratio (a shared machine's load drifts).
 `--cases` picks cases (ftpilot, ftpilot_qlora, ftpilot_planned, trl_defaults, trl_hand, trl_liger); on a GPU each
 case also reports its peak CUDA memory and, for ftpilot, the plan's prediction of it.
 """
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,6 +143,7 @@ def main() -> int:
     p.add_argument("--preflight", action="store_true")
     p.add_argument("--out", default=None, help="append each case's JSON line to this file")
     p.add_argument("--case-timeout", type=float, default=None, help="seconds one case may take")
+    p.add_argument("--rounds", type=int, default=1, help="interleaved rounds of all cases (median ratio)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -157,33 +160,46 @@ def main() -> int:
 
     model = a.model or resolve_model("default").path
     train = write_data(a, root)
-    results = {}
-    for case in a.cases.split(","):
-        cmd = [sys.executable, __file__, "--case", case, "--model", model, "--train", train, "--steps", str(a.steps),
-               "--batch", str(a.batch), "--max-length", str(a.max_length)] + (["--preflight"] if a.preflight else [])
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                                  timeout=a.case_timeout)
-            line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
-            row = json.loads(line) if line else {"case": case, "error": proc.stderr[-2000:]}
-        except subprocess.TimeoutExpired:
-            row = {"case": case, "error": f"timed out after {a.case_timeout} s"}
-        results[case] = row
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-        if "tokens_per_s" in row:
-            print(f"{case:16} {row['tokens_per_s']:9.1f} real tokens/s  ({row['tokens']} tokens in "
-                  f"{row['train_runtime_s']:.1f} s; batch {row['batch']}; bf16={row['bf16']} "
-                  f"checkpointing={row['gradient_checkpointing']}; peak {row.get('peak_mb')} MB)", flush=True)
-        else:
-            print(f"{case:16} failed: {row['error'][-1500:]}", flush=True)
-    speed = {k: r.get("tokens_per_s") for k, r in results.items()}
+    results: dict[str, list[dict]] = {}
+    for round_ in range(a.rounds):  # rounds interleave the cases: a shared machine's load drifts
+        for case in a.cases.split(","):
+            row = run_case(a, case, model, train)
+            results.setdefault(case, []).append(row)
+            report(row, round_)
+    speed = {k: [r["tokens_per_s"] for r in rows if "tokens_per_s" in r] for k, rows in results.items()}
     for other in ("trl_hand", "trl_defaults", "trl_liger"):
-        if speed.get("ftpilot") and speed.get(other):
-            print(f"ratio ftpilot / {other}: {speed['ftpilot'] / speed[other]:.3f}")
+        pairs = [f / o for f, o in zip(speed.get("ftpilot", []), speed.get(other, []))]
+        if pairs:
+            print(f"ratio ftpilot / {other}: {statistics.median(pairs):.3f} (median of {len(pairs)} rounds: "
+                  f"{', '.join(f'{x:.3f}' for x in pairs)})")
     print(json.dumps(results))
     return 0
+
+
+def run_case(a, case: str, model: str, train: str) -> dict:
+    cmd = [sys.executable, __file__, "--case", case, "--model", model, "--train", train, "--steps", str(a.steps),
+           "--batch", str(a.batch), "--max-length", str(a.max_length)] + (["--preflight"] if a.preflight else [])
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              timeout=a.case_timeout)
+        line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
+        row = json.loads(line) if line else {"case": case, "error": proc.stderr[-2000:]}
+    except subprocess.TimeoutExpired:
+        row = {"case": case, "error": f"timed out after {a.case_timeout} s"}
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+def report(row: dict, round_: int) -> None:
+    if "tokens_per_s" in row:
+        print(f"{row['case']:16} {row['tokens_per_s']:9.1f} real tokens/s  ({row['tokens']} tokens in "
+              f"{row['train_runtime_s']:.1f} s; batch {row['batch']}; bf16={row['bf16']} "
+              f"checkpointing={row['gradient_checkpointing']}; peak {row.get('peak_mb')} MB; round {round_ + 1})",
+              flush=True)
+    else:
+        print(f"{row['case']:16} failed: {row['error'][-1500:]}", flush=True)
 
 
 if __name__ == "__main__":
