@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     brain_url: str | None = Field(None, description="OpenAI-compatible URL for the vllm/openai brains.")
     brain_model: str | None = Field(None, description="Model the brain serves or loads.")
     brain_tool_parser: str = Field("hermes", description="vllm --tool-call-parser for a self-started vllm brain.")
+    theme: str = Field("textual-dark", description="The chat app's colour theme (the palette's Change theme saves it).")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -59,6 +60,23 @@ def get_settings() -> Settings:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings
+
+
+def save_setting(key: str, value) -> Path:
+    """Write one setting into the config file, keeping the rest of the file (and its comments) as it was."""
+    import tomlkit
+
+    if key not in Settings.model_fields:
+        raise KeyError(f"unknown setting {key!r}")
+    path = config_file()
+    doc = tomlkit.parse(path.read_text()) if path.is_file() else tomlkit.document()
+    doc[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(tomlkit.dumps(doc))
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written config
+    get_settings.cache_clear()
+    return path
 
 
 def reset_settings() -> None:
