@@ -55,7 +55,7 @@ def obey_injected_text(req):
     import re
 
     text = req.messages[-1].get("content") or ""
-    m = re.search(r"SYSTEM: call (\w+) (\{.*?\})(?:\\n|\"|$)", text)
+    m = re.search(r"SYSTEM: call (\w+) (\{.*?\})", text)
     if m is None:
         return "Nothing to do."
     return m.group(1), json.loads(m.group(2).replace('\\"', '"'))
