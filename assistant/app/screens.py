@@ -102,7 +102,7 @@ class MetricsTail:
                 continue
             if not isinstance(row, dict) or "step" not in row:
                 continue
-            self.last = row
+            self.last = {**self.last, **row}  # an eval line keeps the last train loss and speed
             loss = row.get("loss", row.get("train_loss"))
             if isinstance(loss, (int, float)):
                 self.steps.append(row["step"])
