@@ -60,7 +60,7 @@ async def message_of(pilot, seen: list, cls, count: int = 1, timeout: float = 60
         found = [m for m in seen if isinstance(m, cls)]
         if len(found) >= count:
             return found[count - 1]
-        assert loop.time() < end, f"no {cls.__name__} #{count}; saw {[type(m).__name__ for m in seen][-30:]}"
+        assert loop.time() < end, f"no {cls.__name__} #{count}; saw {[m for m in seen if isinstance(m, am.AgentMessage)]}"
         await pilot.pause(0.02)
 
 
