@@ -178,6 +178,13 @@ class Agent:
             rows = s.exec(select(store.Message).where(store.Message.conversation_id == self.conversation_id)
                           .order_by(store.Message.id)).all()
         self.messages = [_message_dict(r) for r in rows]
+        # A call the app was closed during has no result: give it one, or chat APIs refuse the history.
+        answered = {m.get("tool_call_id") for m in self.messages if m["role"] == "tool"}
+        for m in list(self.messages):
+            for c in m.get("tool_calls") or []:
+                if c["id"] not in answered:
+                    self._tool_message(c["id"], {"error": {"code": "interrupted", "message": "the app closed "
+                                                           "before this call finished; it did not complete"}})
 
     def _append(self, msg: dict) -> None:
         from runtime import store
@@ -302,14 +309,17 @@ class Agent:
         return done
 
     def _stream(self, req: TurnRequest) -> TurnEnd:
-        end = None
+        end, parts = None, []
         for ev in self.brain.stream(req):
             if isinstance(ev, TextDelta):
+                parts.append(ev.text)
                 self.emit(AssistantDelta(ev.text))
             elif isinstance(ev, TurnEnd):
                 end = ev
             if self._cancel.is_set():
                 break
+        if end is None and self._cancel.is_set():  # stopped mid-stream: keep what the person saw
+            return TurnEnd("".join(parts), note="stopped by the person")
         return end or TurnEnd()
 
     def _tool_message(self, call_id: str, body: dict, tool: str | None = None) -> None:

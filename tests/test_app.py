@@ -669,3 +669,57 @@ async def test_app_with_embedded_brain_audits_by_chat(bundled_model_dir, workspa
         await settle(pilot, app, timeout=120)
         assert finished.event.result["output"]["rows"] == 240
         assert app.agent.project.done.get("audit")
+
+
+QUIT_DURING_A_TOOL = r"""
+import sys, time
+from tests.scripted_brain import ScriptedBrain
+from tests.test_app import make_app
+from tools.registry import ToolInput, BaseModel, extra_tools, tool
+from assistant.cli.chat_cmd import run_app
+
+class In(ToolInput):
+    pass
+
+class Out(BaseModel):
+    ok: bool
+
+@tool("test_endless", "A tool that runs long in the app's thread (test only).", cost="instant")
+def endless(args: In) -> Out:
+    time.sleep(120)
+    return Out(ok=True)
+
+async def pilot(p):
+    app = p.app
+    while app.agent is None:
+        await p.pause(0.05)
+    app.query_one("#prompt").value = "go"
+    await p.press("enter")
+    while app.running_card is None:
+        await p.pause(0.05)
+    print("tool running", flush=True)
+    await p.press("ctrl+q")
+
+with extra_tools(endless):
+    app = make_app([("test_endless", {})])
+    t = time.perf_counter()
+    run_app(app, headless=True, size=(100, 30), auto_pilot=pilot)
+    print(app.exit_note, flush=True)
+"""
+
+
+def test_quitting_while_a_tool_runs_in_the_app_does_not_wait_for_it(workspace, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "quit.py"
+    script.write_text(QUIT_DURING_A_TOOL)
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=100, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root})
+    took = time.perf_counter() - t
+    assert "tool running" in out.stdout, out.stderr[-2000:]
+    assert "test_endless was stopped" in out.stderr  # Textual prints the exit message
+    assert took < 60, took  # the tool sleeps 120 s; the process left without it

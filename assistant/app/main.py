@@ -11,6 +11,7 @@ and the app says so on the way out).
 from __future__ import annotations
 
 from collections import deque
+from contextlib import contextmanager
 from functools import partial
 
 from rich.text import Text
@@ -117,6 +118,7 @@ class FtpilotApp(App):
         self.running_card: ToolCard | None = None     # the tool running now (its progress lines go here)
         self.queued: deque[str] = deque()             # messages typed during a turn
         self.agent_worker: Worker | None = None
+        self.threads_at_work: set[str] = set()        # workers inside their function now (see `_at_work`)
         self.closing = False
         self.exit_note: str | None = None  # printed after the app exits (jobs that keep running)
         self.first_frame_s: float | None = None
@@ -155,6 +157,16 @@ class FtpilotApp(App):
         for hook in self.first_frame_hooks:
             hook(self)
         self.open_conversation(self.conversation_id, resume=self.resume_last, startup=True)
+
+    @contextmanager
+    def _at_work(self, name: str):
+        """Mark a thread worker busy, so that quitting knows work is left in a thread (`ftpilot chat` then
+        exits without waiting for it)."""
+        self.threads_at_work.add(name)
+        try:
+            yield
+        finally:
+            self.threads_at_work.discard(name)
 
     @property
     def busy(self) -> bool:
@@ -200,7 +212,8 @@ class FtpilotApp(App):
         self.post_message(BrainState("loading"))
         t = time.perf_counter()
         try:
-            self.brain.load()
+            with self._at_work("brain"):
+                self.brain.load()
         except BrainUnavailable as e:
             self.post_message(BrainState("unavailable", str(e)))
             return
@@ -276,7 +289,11 @@ class FtpilotApp(App):
             parts.append(state)
         if self.agent is not None and (jobs := self._active_jobs()):
             parts.append(f"{len(jobs)} job(s) running")
-        if self.busy:
+        if any(card.decision is None for card in self.chat_view.query(ApprovalCard)):
+            parts.append("waiting for your decision (y approve · e edit · n reject)")
+        elif self.running_card is not None:
+            parts.append(f"running {self.running_card.tool_name}… (Esc stops the turn after it)")
+        elif self.busy:
             parts.append("thinking… (Esc stops)")
         if self.queued:
             parts.append(f"{len(self.queued)} message(s) queued, sent when this turn ends")
@@ -363,6 +380,7 @@ class FtpilotApp(App):
         card = ToolCard(ev.call_id, ev.name, ev.arguments, ev.cost)
         self.cards[ev.call_id] = self.running_card = card
         await self._mount_in_chat(card)
+        self._refresh_status()
 
     @on(am.ToolFinished)
     async def _tool_finished(self, msg: am.ToolFinished) -> None:
@@ -433,6 +451,7 @@ class FtpilotApp(App):
         self.chat_view.anchor()  # a decision is needed: show it even if the person had scrolled up
         card.focus(scroll_visible=False)  # y/e/n act on it at once; the anchor keeps it in view
         self.bell()
+        self._refresh_status()
 
     @on(ApprovalCard.Decided)
     def _decided(self, msg: ApprovalCard.Decided) -> None:
@@ -442,6 +461,7 @@ class FtpilotApp(App):
         if msg.action != "edit":
             card.resolve(Decision(msg.action, reason=None if msg.action == "approve" else "the person rejected it"))
             self.prompt_input.focus()
+            self._refresh_status()
             return
         from assistant.app.forms import ToolFormScreen
         from tools.registry import get_tool
@@ -510,14 +530,18 @@ class FtpilotApp(App):
     def run_agent(self, fn) -> None:
         from assistant.agent import Notice
 
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - a notification, and the prompt stays usable
-            self.post_message(am.Notice(Notice(f"Agent error: {type(e).__name__}: {e}", "error")))
+        with self._at_work("agent"):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - a notification, and the prompt stays usable
+                self.post_message(am.Notice(Notice(f"Agent error: {type(e).__name__}: {e}", "error")))
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is self.agent_worker and event.worker.is_finished:
+            for card in self.chat_view.query(ApprovalCard):  # decided for the person (a stop): say so on the card
+                if card.decision is None and card.request.answered.is_set():
+                    card.resolve(card.request.decision)
             self.current = self.running_card = None
             self._refresh_status()
             self._next_queued()
@@ -619,8 +643,8 @@ class FtpilotApp(App):
     def action_stop(self) -> None:
         if self.busy and self.agent is not None:
             self.agent.cancel()
-            self.notify("Stopping after the current step…")
-        self.queued.clear()
+            self.notify("Stopping after the current step…" + (" Then your queued message is sent."
+                                                              if self.queued else ""))
         self.prompt_input.focus()
 
     async def action_quit(self) -> None:
@@ -629,8 +653,14 @@ class FtpilotApp(App):
         if self.agent is not None:
             self.agent.cancel()
         jobs = self._active_jobs() if self.agent is not None else []
-        self.exit_note = (f"ftpilot: {len(jobs)} job(s) keep running in the background ({', '.join(jobs)}); "
-                          "`ftpilot runs list` follows them, and the app shows them when you come back.") if jobs else None
+        notes = []
+        if self.running_card is not None:
+            notes.append(f"ftpilot: {self.running_card.tool_name} was stopped (it ran inside the app); run it "
+                         "again when you come back.")
+        if jobs:
+            notes.append(f"ftpilot: {len(jobs)} job(s) keep running in the background ({', '.join(jobs)}); "
+                         "`ftpilot runs list` follows them, and the app shows them when you come back.")
+        self.exit_note = "\n".join(notes) or None
         self.exit(message=self.exit_note)
 
     def action_history(self) -> None:

@@ -18,13 +18,15 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Markdown, OptionList, RichLog, Static
 from textual.widgets.option_list import Option
 
-# Library chatter in job logs and on stderr (warnings and their source lines, progress bars): hidden by default.
-NOISE = re.compile(r"warn|deprecat|^\s*\d+%\|.*\||\d+(?:\.\d+)?\s*(?:it/s|s/it)\]|^\s*(?:return|super\(\)|self\.)|"
-                   r"^\s*warnings\.|torch_dtype|TRANSFORMERS_|hf_xet|tokenizers? (?:parallelism|fork)", re.I)
+# Library chatter in job logs and on stderr (warnings and the source lines they quote), hidden by default; in a
+# job's log, progress bars are chatter too (its metrics already say the step).
+NOISE = re.compile(r"warn|deprecat|^\s*(?:return|super\(\)|self\.)|^\s*warnings\.|torch_dtype|TRANSFORMERS_|hf_xet|"
+                   r"tokenizers? (?:parallelism|fork)", re.I)
+PROGRESS_BAR = re.compile(r"\d+%\|.*\||[\d?]+(?:\.\d+)?\s*(?:it/s|s/it)\]")
 
 
-def is_noise(line: str) -> bool:
-    return bool(NOISE.search(line)) and "[ftpilot]" not in line
+def is_noise(line: str, bars: bool = False) -> bool:
+    return "[ftpilot]" not in line and bool(NOISE.search(line) or (bars and PROGRESS_BAR.search(line)))
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -250,7 +252,7 @@ class RunsScreen(Screen):
         log = self.query_one(RichLog)
         for line in text.splitlines():
             self.log_lines.append(line)
-            if not self.show_noise and is_noise(line):
+            if not self.show_noise and is_noise(line, bars=True):
                 self.hidden_lines += 1
                 continue
             log.write(Text(line))

@@ -26,5 +26,26 @@ def run_chat(args) -> int:
 
     app = create_app(conversation_id=getattr(args, "conversation", None), brain_kind=getattr(args, "brain", None),
                      resume_last=not getattr(args, "new", False))
-    app.run()
-    return int(app.return_code or 0)
+    return run_app(app)
+
+
+def run_app(app, **run_kw) -> int:
+    """Run the app and quit at once: no waiting, on a blank screen, for a tool still running in a thread."""
+    import asyncio
+
+    app.run(loop=asyncio.new_event_loop(), **run_kw)  # asyncio.run() would wait for the default executor
+    code = int(app.return_code or 0)
+    if app.threads_at_work:
+        _exit_now(code)  # a tool or the brain's loading still runs in a thread; the app said what stopped
+    return code
+
+
+def _exit_now(code: int) -> None:
+    import logging
+    import os
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
