@@ -60,13 +60,31 @@ async def message_of(pilot, seen: list, cls, count: int = 1, timeout: float = 60
         found = [m for m in seen if isinstance(m, cls)]
         if len(found) >= count:
             return found[count - 1]
-        assert loop.time() < end, f"no {cls.__name__} #{count}; saw {[m for m in seen if isinstance(m, am.AgentMessage)]}"
+        agent_messages = [m for m in seen if isinstance(m, am.AgentMessage)]
+        assert loop.time() < end, f"no {cls.__name__} #{count}; saw {agent_messages}"
         await pilot.pause(0.02)
 
 
 async def say(pilot, app, text: str) -> None:
     app.query_one("#prompt").value = text
     await pilot.press("enter")
+
+
+async def decide(pilot, seen: list, key: str, count: int = 1, timeout: float = 60.0):
+    """Wait for the `count`-th approval card, then press y, e or n on it."""
+    request = await message_of(pilot, seen, am.ApprovalNeeded, count=count, timeout=timeout)
+    await pilot.pause()
+    await pilot.press(key)
+    return request
+
+
+async def open_view(pilot, app, seen: list, command: str, loaded_cls):
+    """Type a view's slash command and wait until its worker delivered `loaded_cls`."""
+    await settle(pilot, app)
+    await say(pilot, app, command)
+    loaded = await message_of(pilot, seen, loaded_cls)
+    await pilot.pause()
+    return loaded
 
 
 def visible_in_chat(app, widget) -> bool:
@@ -171,9 +189,10 @@ async def test_costly_call_waits_on_a_focused_visible_card_and_the_train_card_te
         set_job(job_id, status="succeeded", step=4)
         ended = await message_of(pilot, seen, am.JobEnded)
         assert (ended.event.job_id, ended.event.status) == (job_id, "succeeded")
+        summary = await message_of(pilot, seen, am.Replied, count=3)
+        assert summary.event.content == "Your run finished: loss 2.5."
         await settle(pilot, app)
         assert f"job {job_id} succeeded" in str(tc.query_one(".title").render())
-        assert [m.event.content for m in seen if isinstance(m, am.Replied)][-1] == "Your run finished: loss 2.5."
         assert app.agent.project.runs[0]["status"] == "succeeded"
 
 
@@ -183,9 +202,7 @@ async def test_reject_leaves_prompt_usable(fake_train):
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
         await settle(pilot, app)
         await say(pilot, app, "train")
-        await message_of(pilot, seen, am.ApprovalNeeded)
-        await pilot.pause()
-        await pilot.press("n")
+        await decide(pilot, seen, "n")
         finished = await message_of(pilot, seen, am.ToolFinished)
         await settle(pilot, app)
         assert finished.event.result["error"]["code"] == "rejected_by_person"
@@ -274,9 +291,7 @@ async def test_ctrl_q_quits_at_once_and_says_jobs_keep_running(fake_train):
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
         await settle(pilot, app)
         await say(pilot, app, "train")
-        await message_of(pilot, seen, am.ApprovalNeeded)
-        await pilot.pause()
-        await pilot.press("y")
+        await decide(pilot, seen, "y")
         await message_of(pilot, seen, am.Replied)
         await settle(pilot, app)
         await say(pilot, app, "tell me everything")  # a slow turn is streaming
@@ -459,10 +474,7 @@ async def test_audit_view_explains_each_finding(workspace):
     seen: list = []
     app = make_app()
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
-        await settle(pilot, app)
-        await say(pilot, app, "/audits")
-        loaded = await message_of(pilot, seen, Loaded)
-        await pilot.pause()
+        loaded = await open_view(pilot, app, seen, "/audits", Loaded)
         screen = app.screen
         assert isinstance(screen, AuditScreen)
         checks = [r["check"] for r in loaded.rows]
@@ -495,10 +507,7 @@ async def test_evaluation_view_reads_the_typed_results():
     seen: list = []
     app = make_app()
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
-        await settle(pilot, app)
-        await say(pilot, app, "/evals")
-        loaded = await message_of(pilot, seen, Loaded)
-        await pilot.pause()
+        loaded = await open_view(pilot, app, seen, "/evals", Loaded)
         assert isinstance(app.screen, EvaluationScreen)
         table = app.screen.query_one("#table")
         assert table.row_count == 3

@@ -56,7 +56,8 @@ AUDIT_OUTPUT = {
     "rows": 246, "format": "jsonl/messages",
     "findings": [
         {"check": "contamination", "severity": "error", "count": 13, "rows": [3, 17, 40, 41, 58],
-         "examples": [{"row": 3, "detail": "same prompt as eval row 12", "preview": "My invoice shows a double charge"}],
+         "examples": [{"row": 3, "detail": "same prompt as eval row 12",
+                       "preview": "My invoice shows a double charge"}],
          "message": "13 train rows also appear in the eval set: the evaluation would overstate quality."},
         {"check": "exact_duplicate", "severity": "warning", "count": 6, "rows": [240, 241, 242, 243, 244, 245],
          "examples": [{"row": 240, "detail": "duplicate of row 0", "preview": "Where is my order?"}],

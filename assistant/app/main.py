@@ -345,7 +345,7 @@ class FtpilotApp(App):
         self.refresh_plan()
 
     def refresh_plan(self) -> None:
-        if self.agent is not None:
+        if self.agent is not None and self.is_running:  # not while the app closes (its widgets go first)
             self.plan_panel.show(self.agent.project, self.available)
 
     async def _mount_in_chat(self, widget) -> None:
