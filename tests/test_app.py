@@ -270,7 +270,8 @@ async def test_enter_never_opens_a_cards_json():
 async def test_messages_typed_during_a_turn_are_queued():
     from assistant.app.widgets import ChatMessage
 
-    app = make_app(["one two three four five six seven eight", "second answer"], delay=0.05)
+    first_answer = " ".join(f"w{i}" for i in range(60))  # 3 s at 0.05 s a word
+    app = make_app([first_answer, "second answer"], delay=0.05)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, app)
         await say(pilot, app, "first")
@@ -281,7 +282,7 @@ async def test_messages_typed_during_a_turn_are_queued():
         assert "1 message(s) queued" in str(app.query_one("#status").render())
         await settle(pilot, app)
         assert [(m.role, m.content) for m in app.query(ChatMessage)] == [
-            ("user", "first"), ("assistant", "one two three four five six seven eight"),
+            ("user", "first"), ("assistant", first_answer),
             ("user", "second"), ("assistant", "second answer")]
 
 

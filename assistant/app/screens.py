@@ -21,8 +21,8 @@ from textual.widgets.option_list import Option
 # Library chatter in job logs and on stderr (warnings and the source lines they quote), hidden by default; in a
 # job's log, progress bars are chatter too (its metrics already say the step).
 NOISE = re.compile(r"warn|deprecat|^\s*(?:return|super\(\)|self\.)|^\s*warnings\.|torch_dtype|TRANSFORMERS_|hf_xet|"
-                   r"tokenizers? (?:parallelism|fork)", re.I)
-PROGRESS_BAR = re.compile(r"\d+%\|.*\||[\d?]+(?:\.\d+)?\s*(?:it/s|s/it)\]")
+                   r"tokenizers? (?:parallelism|fork)|\b(?:INFO|DEBUG) (?:alembic|httpx|urllib3|datasets)\b", re.I)
+PROGRESS_BAR = re.compile(r"\d+%\|.*\||[\d?]+(?:\.\d+)?\s*(?:it/s|s/it|examples/s)\]|^\s*$")
 
 
 def is_noise(line: str, bars: bool = False) -> bool:
