@@ -442,6 +442,7 @@ async def test_runs_screen_follows_loss_with_eta_and_hides_library_noise(fake_tr
         assert "0.6250" in str(row) and "0m01s" in str(row)  # loss and ETA (1 step left at 1 s/step)
         table = screen.query_one("#jobs")
         assert [c.label.plain for c in table.columns.values()][:5] == ["job", "status", "step", "loss", "ETA"]
+        assert all(table.columns[k].content_width >= len(v) for k, v in (("eta", "0m01s"), ("loss", "0.6250")))
         log = screen.query_one("#log")
         text = "\n".join(line.text for line in log.lines)
         assert "step 1 loss" in text and "[ftpilot] job started" in text

@@ -224,7 +224,7 @@ class RunsScreen(Screen):
                       "model": Path(j.model or "").name[:20], "dataset": Path(j.dataset or "").name[:20]}
             if j.id in t.rows:
                 for key, _ in JOB_COLUMNS:
-                    t.update_cell(j.id, key, values[key])
+                    t.update_cell(j.id, key, values[key], update_width=True)
             else:
                 t.add_row(*[values[k] for k, _ in JOB_COLUMNS], key=j.id)
         if self.selected is None and msg.jobs:
