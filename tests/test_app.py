@@ -178,6 +178,7 @@ async def test_costly_call_waits_on_a_focused_visible_card_and_the_train_card_te
         card = app.query_one(ApprovalCard)
         assert request.pending.name == fake_train and request.pending.arguments == {"steps": 4}
         assert app.focused is card and visible_in_chat(app, card)  # below a long reply, still in view
+        assert not any("New messages below" in n.message for n in app._notifications)  # it followed
         await pilot.press("y")
         finished = await message_of(pilot, seen, am.ToolFinished)
         await settle(pilot, app)
@@ -246,6 +247,7 @@ async def test_chat_follows_new_content_unless_scrolled_up_and_scrolls_by_keyboa
         await settle(pilot, app)
         await pilot.pause(0.2)
         assert chat.scroll_y == held < chat.max_scroll_y  # new content did not pull the person down
+        assert any("New messages below" in n.message for n in app._notifications)  # but they are told
         await pilot.press("pagedown", "pagedown", "pagedown", "pagedown", "pagedown")
         await pilot.pause(0.2)
         assert chat.scroll_y == chat.max_scroll_y

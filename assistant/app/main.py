@@ -120,6 +120,7 @@ class FtpilotApp(App):
         self.agent_worker: Worker | None = None
         self.threads_at_work: set[str] = set()        # workers inside their function now (see `_at_work`)
         self.closing = False
+        self._told_below = False                      # "new messages below" said once per scroll-up
         self.exit_note: str | None = None  # printed after the app exits (jobs that keep running)
         self.first_frame_s: float | None = None
         self.first_frame_hooks: list = []
@@ -349,7 +350,18 @@ class FtpilotApp(App):
             self.plan_panel.show(self.agent.project, self.available)
 
     async def _mount_in_chat(self, widget) -> None:
+        self._tell_if_scrolled_up()
         await self.chat_view.mount(widget)
+
+    def _tell_if_scrolled_up(self) -> None:
+        """New content while the person reads further up: the chat stays put, and says so once."""
+        chat = self.chat_view
+        if chat.max_scroll_y > 0 and chat.scroll_y < chat.max_scroll_y:
+            if not self._told_below:
+                self._told_below = True
+                self.notify("New messages below: PgDn (or End in the chat) follows them again.", timeout=6)
+        else:
+            self._told_below = False
 
     # --- agent messages (posted from the agent's worker) ---------------------------------------------------
     @on(am.Streamed)
@@ -357,6 +369,8 @@ class FtpilotApp(App):
         if self.current is None:
             self.current = ChatMessage("assistant")
             await self._mount_in_chat(self.current)
+        else:
+            self._tell_if_scrolled_up()
         await self.current.show(msg.text)
 
     @on(am.Replied)
@@ -447,8 +461,8 @@ class FtpilotApp(App):
     async def _approval_needed(self, msg: am.ApprovalNeeded) -> None:
         self.current = None
         card = ApprovalCard(msg)
-        await self._mount_in_chat(card)
         self.chat_view.anchor()  # a decision is needed: show it even if the person had scrolled up
+        await self._mount_in_chat(card)
         card.focus(scroll_visible=False)  # y/e/n act on it at once; the anchor keeps it in view
         self.bell()
         self._refresh_status()

@@ -132,7 +132,11 @@ def result_text(result: dict) -> Text:
     out = result.get("output") or {}
     if not isinstance(out, dict):
         return Text(str(out))
-    t = Text(", ".join(f"{k}={v}" for k, v in out.items() if isinstance(v, (str, int, float, bool))) or "ok")
+    t = Text(_scalars(out) or "ok")
+    for key, value in out.items():  # one level down: run_status's job, a decision's baseline...
+        if isinstance(value, dict) and (inner := _scalars(value)):
+            t.append(f"\n{key}: ", style="bold")
+            t.append(inner)
     for key in LIST_FIELDS:
         items = out.get(key)
         if not isinstance(items, list) or not items:
@@ -143,6 +147,11 @@ def result_text(result: dict) -> Text:
         if len(items) > 8:
             t.append(f"\n  … {len(items) - 8} more (result JSON)")
     return t
+
+
+def _scalars(d: dict, most: int = 10) -> str:
+    return ", ".join(f"{k}={v}" for k, v in list((k, v) for k, v in d.items()
+                                                  if isinstance(v, (str, int, float, bool)))[:most])
 
 
 def _item_text(item) -> str:
@@ -185,7 +194,8 @@ class ApprovalCard(Vertical):
                                    (p.description, "dim")))
         if p.why:
             yield Static(Text(f"Waits for you: {p.why}"), classes="why")
-        yield Static(pretty_json(p.arguments))
+        yield Static(Text("\n".join(f"{k}: {json.dumps(v, default=str, ensure_ascii=False)}"
+                                    for k, v in p.arguments.items()) or "(no arguments)"))
         with Horizontal():
             yield Button("Approve (y)", variant="success", id="approve")
             yield Button("Edit (e)", variant="primary", id="edit")
