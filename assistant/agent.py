@@ -177,14 +177,7 @@ class Agent:
                 raise NotFound(f"no conversation {self.conversation_id!r}", hint="`ftpilot chat --list` shows them")
             rows = s.exec(select(store.Message).where(store.Message.conversation_id == self.conversation_id)
                           .order_by(store.Message.id)).all()
-        self.messages = [_message_dict(r) for r in rows]
-        # A call the app was closed during has no result: give it one, or chat APIs refuse the history.
-        answered = {m.get("tool_call_id") for m in self.messages if m["role"] == "tool"}
-        for m in list(self.messages):
-            for c in m.get("tool_calls") or []:
-                if c["id"] not in answered:
-                    self._tool_message(c["id"], {"error": {"code": "interrupted", "message": "the app closed "
-                                                           "before this call finished; it did not complete"}})
+        self.messages = with_results([_message_dict(r) for r in rows])
 
     def _append(self, msg: dict) -> None:
         from runtime import store
@@ -482,6 +475,21 @@ def _process_gone(job) -> bool:
         return True
     except Exception:  # noqa: BLE001 - the runner may be absent in a partial install; keep watching
         return False
+
+
+def with_results(messages: list[dict]) -> list[dict]:
+    """The history with a result right after every tool call: a call the app was closed during has none, and
+    chat APIs refuse such a history. The stand-in says the call did not complete (it is not stored)."""
+    answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
+    out: list[dict] = []
+    for m in messages:
+        out.append(m)
+        for c in m.get("tool_calls") or []:
+            if c["id"] not in answered:
+                out.append({"role": "tool", "tool_call_id": c["id"], "content": json.dumps({"error": {
+                    "code": "interrupted", "message": "the app closed before this call finished; it did not "
+                                                      "complete"}})})
+    return out
 
 
 def _message_dict(row) -> dict:

@@ -31,8 +31,10 @@ def test_a_call_interrupted_by_closing_the_app_gets_a_result_on_resume():
     agent._append({"role": "user", "content": "what hardware?"})
     agent._append({"role": "assistant", "content": None, "tool_calls": [
         {"id": "call_x", "type": "function", "function": {"name": "probe_hardware", "arguments": "{}"}}]})
+    agent._append({"role": "user", "content": "and later, something else"})
     again = Agent(ScriptedBrain([]), conversation_id=agent.conversation_id)
-    last = again.messages[-1]
-    assert last["role"] == "tool" and last["tool_call_id"] == "call_x"
-    assert json.loads(last["content"])["error"]["code"] == "interrupted"
-    assert Agent(ScriptedBrain([]), conversation_id=agent.conversation_id).messages == again.messages  # once
+    roles = [m["role"] for m in again.messages]
+    assert roles == ["user", "assistant", "tool", "user"]  # the result right after its call
+    result = again.messages[2]
+    assert result["tool_call_id"] == "call_x" and json.loads(result["content"])["error"]["code"] == "interrupted"
+    assert Agent(ScriptedBrain([]), conversation_id=agent.conversation_id).messages == again.messages
