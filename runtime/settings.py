@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     brain_url: str | None = Field(None, description="OpenAI-compatible URL for the vllm/openai brains.")
     brain_model: str | None = Field(None, description="Model the brain serves or loads.")
     brain_tool_parser: str = Field("hermes", description="vllm --tool-call-parser for a self-started vllm brain.")
+    allow_remote_engines: bool = Field(False, description="Let engines send prompts (eval rows, data) to URLs that "
+                                       "are not on this machine; loopback only by default.")
+    serve_dir: Path | None = Field(None, description="State, pid, port and log of the managed vLLM server "
+                                   "(default: <data_dir>/serve).")
+    vllm_python: Path | None = Field(None, description="Python with vLLM for the managed server (default: the "
+                                     "repo's .venv-vllm, or this Python when it has vllm and a GPU).")
+    vllm_kvcache_gb: int = Field(2, ge=1, description="KV cache of the managed vLLM server on a CPU, GiB.")
+    vllm_dtype: str = Field("auto", description="auto (bf16 where the hardware has it natively) | bfloat16 | "
+                            "float32 | float16")
+    vllm_max_model_len: int = Field(4096, ge=256, description="Context cap of the managed vLLM server.")
+    vllm_max_lora_rank: int = Field(64, ge=1, description="Largest LoRA rank the managed vLLM server accepts.")
     theme: str = Field("textual-dark", description="The chat app's colour theme (the palette's Change theme saves it).")
 
     @classmethod
@@ -47,6 +58,10 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or self.data_dir / "models"
+
+    @property
+    def resolved_serve_dir(self) -> Path:
+        return self.serve_dir or self.data_dir / "serve"
 
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ftpilot.db'}"
