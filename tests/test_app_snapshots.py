@@ -105,9 +105,16 @@ def test_snapshot_first_session_chat(snap_compare, size):
     app = make_app()
 
     async def run_before(pilot):
+        from assistant.app.widgets import ApprovalCard, ToolCard
+
         await settle(pilot, app)
         first_session_so_far(app)
-        await pilot.pause(0.5)
+        for _ in range(200):  # every posted message handled: the card waits, focused, the audit card done
+            await pilot.pause(0.05)
+            cards = app.query(ApprovalCard)
+            if cards and app.focused is cards.last() and app.query(ToolCard) and app.query(ToolCard).last().result:
+                break
+        await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
