@@ -87,6 +87,13 @@ async def open_view(pilot, app, seen: list, command: str, loaded_cls):
     return loaded
 
 
+def notified(seen: list, text: str) -> bool:
+    """Whether the app showed a notification containing `text` (Textual posts each as a Notify message)."""
+    from textual.notifications import Notify
+
+    return any(isinstance(m, Notify) and text in m.notification.message for m in seen)
+
+
 def visible_in_chat(app, widget) -> bool:
     region = widget.region
     return bool(region.area) and app.query_one("#chat").region.contains_region(region)
@@ -178,7 +185,7 @@ async def test_costly_call_waits_on_a_focused_visible_card_and_the_train_card_te
         card = app.query_one(ApprovalCard)
         assert request.pending.name == fake_train and request.pending.arguments == {"steps": 4}
         assert app.focused is card and visible_in_chat(app, card)  # below a long reply, still in view
-        assert not any("New messages below" in n.message for n in app._notifications)  # it followed
+        assert not notified(seen, "New messages below")  # it followed
         await pilot.press("y")
         finished = await message_of(pilot, seen, am.ToolFinished)
         await settle(pilot, app)
@@ -240,6 +247,7 @@ async def test_chat_follows_new_content_unless_scrolled_up_and_scrolls_by_keyboa
         assert chat.max_scroll_y > 0 and chat.scroll_y == chat.max_scroll_y  # followed the reply
         await say(pilot, app, "second")
         await message_of(pilot, seen, am.Streamed, count=2)
+        assert app.screen.active_bindings["pageup"].binding.show  # the footer says PgUp/PgDn scroll the chat
         await pilot.press("pageup", "pageup")  # the prompt has focus: PgUp scrolls the chat
         await pilot.pause(0.2)
         held = chat.scroll_y
@@ -247,7 +255,7 @@ async def test_chat_follows_new_content_unless_scrolled_up_and_scrolls_by_keyboa
         await settle(pilot, app)
         await pilot.pause(0.2)
         assert chat.scroll_y == held < chat.max_scroll_y  # new content did not pull the person down
-        assert any("New messages below" in n.message for n in app._notifications)  # but they are told
+        assert notified(seen, "New messages below")  # but they are told
         await pilot.press("pagedown", "pagedown", "pagedown", "pagedown", "pagedown")
         await pilot.pause(0.2)
         assert chat.scroll_y == chat.max_scroll_y
@@ -604,13 +612,14 @@ async def test_brain_failure_is_a_notification_and_plan_still_works():
     brain = Broken([])
     brain.ready = False
     app = create_app(brain=brain)
-    async with app.run_test(size=SIZE) as pilot:
+    seen: list = []
+    async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
         await settle(pilot, app)
         assert "unavailable" in str(app.query_one("#status").render())
         await say(pilot, app, "hello")
         await pilot.pause()
         assert app.query_one("#prompt").value == "hello"  # nothing lost
-        assert any("not ready" in n.message for n in app._notifications)
+        assert notified(seen, "not ready")
 
 
 async def test_help_lists_every_key():

@@ -61,6 +61,13 @@ class FtpilotCommands(Provider):
             yield Hit(1.0, name, cb, help=help_)
 
 
+class PromptInput(Input):
+    """The message box. PgUp/PgDn scroll the chat from here (and the footer says so)."""
+
+    BINDINGS = [Binding("pageup", "app.scroll_chat(-1)", "Scroll chat", key_display="PgUp/PgDn"),
+                Binding("pagedown", "app.scroll_chat(1)", "Scroll chat", show=False)]
+
+
 class ConversationReady(Message):
     """The store and tools are open and the agent holds a conversation (at start-up, new, or from History)."""
 
@@ -93,8 +100,6 @@ class FtpilotApp(App):
         Binding("ctrl+l", "focus_plan", "Plan"),
         Binding("ctrl+o", "history", "History"),
         Binding("ctrl+n", "new_conversation", "New"),
-        Binding("pageup", "scroll_chat(-1)", "Scroll chat", key_display="PgUp/PgDn"),
-        Binding("pagedown", "scroll_chat(1)", "Scroll chat", show=False),
         Binding("ctrl+g", "playground", "Playground", show=False),
         Binding("escape", "stop", "Stop turn", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -136,7 +141,7 @@ class FtpilotApp(App):
             with Vertical(id="chat-pane"):
                 yield VerticalScroll(id="chat")
                 yield Static("brain: starting…", id="status", classes="loading")
-                yield Input(placeholder="Message, or a /command (/help). Enter sends.", id="prompt")
+                yield PromptInput(placeholder="Message, or a /command (/help). Enter sends.", id="prompt")
             yield PlanPanel(id="plan")
         yield Footer()
 
