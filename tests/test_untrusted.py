@@ -45,6 +45,7 @@ def test_tool_results_reach_the_brain_as_untrusted_data():
     assert result["tool"] == "probe_hardware" and "output" in result  # the brains still read the fields
     own_error = json.loads(brain.requests[2].messages[-1]["content"])
     assert list(own_error) == ["error"]  # the agent's own validation error is not tool data
+    assert "untrusted_data" in brain.requests[0].messages[0]["content"]  # the system prompt says what it means
 
 
 @pytest.mark.parametrize("instruction", [
