@@ -106,7 +106,8 @@ def main() -> int:
         b1, t1 = saved_bytes(1, method, a, tok_dir)
         b2, t2 = saved_bytes(2, method, a, tok_dir)
         per_layer = (b2 - b1) / t2
-        out[method] = {"per_token_layer_bytes": round(per_layer), "outside_layers_per_token": round((b1 - per_layer * t1) / t1),
+        out[method] = {"per_token_layer_bytes": round(per_layer),
+                       "outside_layers_per_token": round((b1 - per_layer * t1) / t1),
                        "per_layer_in_hidden_units": round(per_layer / a.hidden, 2), "padded_tokens": t2}
         print(method, json.dumps(out[method]), flush=True)
     print(json.dumps({"widths": vars(a), "saved": out}))

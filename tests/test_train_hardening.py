@@ -43,7 +43,8 @@ def test_cancel_during_data_preparation_stops_the_job(tiny_model_dir, workspace)
     t = time.monotonic()
     out = call_tool("cancel_run", {"job_id": job_id})
     took = time.monotonic() - t
-    assert out.ok and out.output["status"] == "cancelled", (out.output, Path(jobs.get_job(job_id).log_path).read_text()[-2000:])
+    log = Path(jobs.get_job(job_id).log_path).read_text()
+    assert out.ok and out.output["status"] == "cancelled", (out.output, log[-2000:])
     assert took < 30, took  # SIGTERM used to wait for the whole data preparation
     assert not [m for m in jobs.read_metrics(job_id) if "loss" in m]
 

@@ -162,7 +162,9 @@ def _sized_eval(ctx: JobContext, trainer, result: dict):
         return None
     total = len(ds)
     n = min(total, ctx.config.eval_rows or total)
-    if ctx.config.eval_rows is None and total > trainer.args.per_device_eval_batch_size:
+    # timed on one process only: ranks timing on their own could pick different subsets and hang DDP's gather
+    timed = ctx.config.eval_rows is None and ctx.config.num_processes == 1
+    if timed and total > trainer.args.per_device_eval_batch_size:
         per_row = _seconds_per_eval_row(trainer, ds)
         if per_row:
             n = min(total, max(trainer.args.per_device_eval_batch_size, int(EVAL_BUDGET_S / per_row)))
