@@ -114,9 +114,24 @@ def test_snapshot_first_session_chat(snap_compare, size):
             cards = app.query(ApprovalCard)
             if cards and app.focused is cards.last() and app.query(ToolCard) and app.query(ToolCard).last().result:
                 break
-        await pilot.pause(0.3)
+        await settle_scroll(pilot, app.chat_view)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def settle_scroll(pilot, view) -> None:
+    """Wait until the anchored chat has laid out its last card and sits at the end, the same for two looks in a
+    row: the scrollbar's thumb is in the snapshot, and a layout pass still pending moved it on a loaded machine."""
+    last = None
+    for _ in range(100):
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.05)
+        now = (view.virtual_size.height, view.scroll_y, view.max_scroll_y)
+        if now == last and view.scroll_y == view.max_scroll_y:
+            view.vertical_scrollbar.refresh()  # its thumb is drawn from the final position, not a stale frame
+            await pilot.pause(0.05)
+            return
+        last = now
 
 
 def fixed_jobs() -> str:
