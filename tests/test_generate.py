@@ -49,12 +49,18 @@ def test_generate_refuses_to_overwrite_seeds(tiny_model_dir, workspace):
 
 
 def test_near_duplicate_filter_uses_minhash():
-    from tools.generate import _echoes_instructions, _minhash
+    from runtime.neardup import NearDuplicateIndex, minhash
+    from tools.generate import _echoes_instructions
 
-    a = _minhash("my router keeps disconnecting from wifi every 10 minutes please help")
-    b = _minhash("my router keeps disconnecting from wifi every 10 minutes please help me")
-    c = _minhash("I was charged twice for my order and want a refund")
+    a = minhash("my router keeps disconnecting from wifi every 10 minutes please help")
+    b = minhash("My router keeps disconnecting from WiFi every 10 minutes please help me")
+    c = minhash("I was charged twice for my order and want a refund")
     assert a.jaccard(b) > 0.7 and a.jaccard(c) < 0.2
+    index = NearDuplicateIndex(0.7)
+    index.add("seed0", "my router keeps disconnecting from wifi every 10 minutes please help")
+    index.add("seed1", "I was charged twice for my order and want a refund")
+    assert index.find("My router keeps disconnecting from WiFi every 10 minutes please help me") == "seed0"
+    assert index.find("where is my parcel, it was due on monday") is None
     assert _echoes_instructions("<the new request>", "classify tickets")
     assert not _echoes_instructions("My order is late", "classify tickets")
 
