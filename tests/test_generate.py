@@ -85,3 +85,21 @@ def test_evol_instruct_and_judge_paths_run_and_account(tiny_model_dir, workspace
     assert rows and all(r["provenance"]["judge_score"] in (1, 2, 3, 4, 5) for r in rows)
     assert all(4 <= len(r["messages"][1]["content"]) <= 12 for r in rows)
     assert res.output["prompt"].startswith("prompts/synth_evol_instruct.md@")
+
+
+def test_generate_never_replaces_an_existing_file(tiny_model_dir, workspace):
+    """Issue 8's rule for every tool that writes: an existing out_path (or its manifest) is refused before any
+    generation, unless overwrite."""
+    _seeds(workspace)
+    (workspace / "out.jsonl").write_text("mine\n")
+    args = {"seeds_path": "seeds.jsonl", "out_path": "out.jsonl", "teacher": f"hf:{tiny_model_dir}", "n": 1,
+            "max_rounds": 1, "max_new_tokens": 24, "audit": False}
+    res = call_tool("generate_synthetic", args)
+    assert not res.ok and res.error["code"] == "output_exists"
+    assert (workspace / "out.jsonl").read_text() == "mine\n"
+    (workspace / "new.manifest.json").write_text("{}")
+    res = call_tool("generate_synthetic", {**args, "out_path": "new.jsonl"})
+    assert not res.ok and res.error["code"] == "output_exists" and not (workspace / "new.jsonl").exists()
+    res = call_tool("generate_synthetic", {**args, "overwrite": True})
+    assert res.ok, res.error
+    assert (workspace / "out.jsonl").read_text() != "mine\n"

@@ -405,10 +405,11 @@ def failed_completion(exc: BaseException):
 def run_prompts(engine, messages: list[list[dict]], *, adapter: str | None, sampling, batch_size: int,
                 json_schema: dict | None = None, on_done: Callable[[int], None] | None = None) -> tuple[list, float]:
     """Generate one completion per message list, in batches of similar prompt length (less padding), calling
-    `on_done(k)` after each batch. A batch whose generate raises (not a FtpilotError, which is the caller's to
-    see) comes back as failed completions, so one broken request cannot hide the others' results."""
+    `on_done(k)` after each batch. A batch whose generate raises (a server that went away, a crash) comes back
+    as failed completions, counted and reported by the caller; a BadInput (a constraint that cannot compile)
+    is the person's to fix and is raised."""
     from runtime.engines import ChatRequest
-    from runtime.errors import FtpilotError
+    from runtime.errors import BadInput
 
     reqs = [ChatRequest(m, adapter=adapter, json_schema=json_schema) for m in messages]
     order = sorted(range(len(reqs)), key=lambda i: sum(len(m["content"]) for m in messages[i]))
@@ -418,7 +419,7 @@ def run_prompts(engine, messages: list[list[dict]], *, adapter: str | None, samp
         chunk = order[start:start + batch_size]
         try:
             outs = engine.generate([reqs[i] for i in chunk], sampling, batch_size=batch_size)
-        except FtpilotError:
+        except BadInput:
             raise
         except Exception as e:  # noqa: BLE001 - counted and reported per candidate
             outs = [failed_completion(e) for _ in chunk]

@@ -171,14 +171,13 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
         notes.append("accuracy/f1 skipped: the reference answers do not form a label set")
     out_dir, person_owned = _out_dir(args, eval_file)
 
-    runs: list[ec.CandidateRun] = []
-    job_links: dict[str, str] = {}
-    tracker = Tracker("evaluate", n * len(args.candidates))
-    for k, (cand, name) in enumerate(zip(args.candidates, names), 1):
+    # Everything a candidate needs is checked before the first one runs: a bad adapter path or an engine that
+    # cannot start is an error now, not after an hour of generation.
+    prepared, job_links = [], {}
+    for cand, name in zip(args.candidates, names):
         adapter, job_id = _resolve_adapter(cand.adapter)
         if job_id:
             job_links[name] = job_id
-        engine = _engine(cand)
         shots: list = []
         if cand.few_shot:
             tp = cand.train_path or args.train_path
@@ -189,6 +188,11 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
             eval_prompts = {json.dumps(e.prompt) for e in examples}
             if any(json.dumps(s.prompt) in eval_prompts for s in shots):
                 notes.append(f"{name}: a few-shot demonstration also appears in the eval set")
+        prepared.append((cand, name, adapter, job_id, shots, _engine(cand)))
+
+    runs: list[ec.CandidateRun] = []
+    tracker = Tracker("evaluate", n * len(prepared))
+    for k, (cand, name, adapter, job_id, shots, engine) in enumerate(prepared, 1):
         msgs = [ec.build_messages(e, system_prompt=cand.system_prompt, shots=shots) for e in examples]
         budget = args.max_new_tokens or ec.answer_token_budget(engine, decoding.choices or refs)
         tracker.advance(stage=f"{name} ({k}/{len(names)})")
