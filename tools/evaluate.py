@@ -146,7 +146,10 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
 
     eval_file = _resolve(args.eval_path)
     every = ec.load_examples(eval_file)
-    labels = ec.label_set([e.reference for e in every])  # the task's labels: the whole file's, not a sample's
+    # The task's labels come from every reference at hand (the whole eval file and the train file), not from the
+    # rows evaluated: a sample of 60 rows of a 77-intent set is still classification.
+    task_refs = [e.reference for e in every] + _train_refs(args)
+    labels = ec.label_set(task_refs)
     examples = every[:args.limit] if args.limit else every
     sample = None
     if args.sample and args.sample < len(examples):
@@ -156,7 +159,7 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
                   "coverage": ec.label_coverage(examples, labels)}
     refs = [e.reference for e in examples]
     n = len(examples)
-    decoding = ec.choose_decoding(args.decoding, refs, _label_choices(args, every, labels))
+    decoding = ec.choose_decoding(args.decoding, refs, ec.label_spellings(task_refs, labels) if labels else None)
     notes: list[str] = []
     names = [_candidate_name(c, i) for i, c in enumerate(args.candidates)]
     for i, nm in enumerate(names):  # unique names
@@ -263,19 +266,10 @@ def _scorer(run):
     return get_engine(f"transformers:{run.spec['model']}")
 
 
-def _label_choices(args: EvaluateInput, every: list, labels: list[str] | None) -> list[str] | None:
-    """The strings a label-constrained answer may take: the eval file's labels and the train file's, as the data
-    spells them (the train file's too, so the eval set does not tell the model which labels exist)."""
+def _train_refs(args: EvaluateInput) -> list[str]:
     from tools import _evalcore as ec
 
-    if not labels:
-        return None
-    refs = [e.reference for e in every]
-    if args.train_path:
-        train_refs = [e.reference for e in ec.load_examples(_resolve(args.train_path))]
-        if ec.label_set(train_refs):
-            refs += train_refs
-    return ec.label_spellings(refs, sorted({ec.normalize(r) for r in refs}))
+    return [e.reference for e in ec.load_examples(_resolve(args.train_path))] if args.train_path else []
 
 
 def _sampling(budget: int, decoding):
