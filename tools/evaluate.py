@@ -141,14 +141,14 @@ def _metrics_jsonl_for(adapter_path: str | None, job_id: str | None) -> Path | N
 def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
     from runtime.errors import BadInput, FtpilotError
     from runtime.paths import sha256_file
-    from runtime.progress import Tracker
     from tools import _evalcore as ec
 
     eval_file = _resolve(args.eval_path)
     every = ec.load_examples(eval_file)
+    pools = _Pools()
     # The task's labels come from every reference at hand (the whole eval file and the train file), not from the
     # rows evaluated: a sample of 60 rows of a 77-intent set is still classification.
-    task_refs = [e.reference for e in every] + _train_refs(args)
+    task_refs = [e.reference for e in every] + [e.reference for e in pools.get(args.train_path)]
     labels = ec.label_set(task_refs)
     examples = every[:args.limit] if args.limit else every
     sample = None
@@ -157,9 +157,8 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
         examples = ec.sample_examples(examples, args.sample, seed=args.seed, labels=labels)
         sample = {"n": len(examples), "of": of, "seed": args.seed, "stratified": bool(labels),
                   "coverage": ec.label_coverage(examples, labels)}
-    refs = [e.reference for e in examples]
-    n = len(examples)
-    decoding = ec.choose_decoding(args.decoding, refs, ec.label_spellings(task_refs, labels) if labels else None)
+    decoding = ec.choose_decoding(args.decoding, [e.reference for e in examples],
+                                  ec.label_spellings(task_refs, labels) if labels else None)
     notes: list[str] = []
     names = [_candidate_name(c, i) for i, c in enumerate(args.candidates)]
     for i, nm in enumerate(names):  # unique names
@@ -172,11 +171,59 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
         notes.append("judge metric skipped: no judge engine given")
     if ("accuracy" in args.metrics or "f1" in args.metrics) and not labels:
         notes.append("accuracy/f1 skipped: the reference answers do not form a label set")
-    out_dir, person_owned = _out_dir(args, eval_file)
+    targets = _targets(args, eval_file, names)  # refused now, not after an hour of generation
+    prepared, job_links = _prepare(args, names, examples, pools, notes)
+    runs = _run(args, prepared, examples, labels, decoding, notes)
+    if all(r.error for r in runs):
+        raise FtpilotError(f"every candidate failed: {runs[0].name}: {runs[0].error}", code="engine_failed",
+                           hint="Check the engine (a server that is down, a model that does not load), then "
+                                "evaluate again.")
 
-    # Everything a candidate needs is checked before the first one runs: a bad adapter path or an engine that
-    # cannot start is an error now, not after an hour of generation.
+    comparisons = _comparisons(args, runs, baseline, examples, notes)
+    results = [_result(r, args, decoding) for r in runs]
+    sha = sha256_file(eval_file)
+    prediction_check = _prediction_check(sha, results, comparisons, baseline)
+    out = {"eval_path": str(eval_file), "dataset_sha256": sha, "n": len(examples), "labels": labels,
+           "baseline": baseline, "decoding": decoding.describe(), "sample": sample, "results": results,
+           "comparisons": comparisons, "prediction_check": prediction_check, "notes": notes,
+           "created": time.strftime("%Y%m%d-%H%M%S")}
+    _write_outputs(targets, args, out, examples, runs, job_links)
+
+    from runtime.store import Evaluation, add
+
+    job_id = args.job_id or next(iter(job_links.values()), None)
+    row = add(Evaluation(job_id=job_id, eval_path=str(eval_file), dataset_sha256=sha,
+                         results={"kind": "evaluation", **out}, report_path=str(targets["report"])))
+    return EvaluateOutput(evaluation_id=row.id, n=len(examples), results=results, comparisons=comparisons,
+                          report_path=str(targets["report"]), json_path=str(targets["json"]), plots=out["plots"],
+                          predictions_paths={k: str(v) for k, v in targets["predictions"].items()},
+                          prediction_check=prediction_check, notes=notes, sample=sample, decoding=out["decoding"])
+
+
+class _Pools:
+    """Train files read once per call (labels and every few-shot candidate use them)."""
+
+    def __init__(self):
+        self._by_path: dict[str, list] = {}
+
+    def get(self, path: str | None) -> list:
+        from tools import _evalcore as ec
+
+        if not path:
+            return []
+        if path not in self._by_path:
+            self._by_path[path] = ec.load_examples(_resolve(path))
+        return self._by_path[path]
+
+
+def _prepare(args: EvaluateInput, names: list[str], examples, pools: _Pools, notes: list[str]):
+    """Adapter, demonstrations and engine of every candidate, checked before the first one runs: a bad adapter
+    path or an engine that cannot start is an error now, not after an hour of generation."""
+    from runtime.errors import BadInput
+    from tools import _evalcore as ec
+
     prepared, job_links = [], {}
+    eval_prompts = {json.dumps(e.prompt) for e in examples}
     for cand, name in zip(args.candidates, names):
         adapter, job_id = _resolve_adapter(cand.adapter)
         if job_id:
@@ -187,18 +234,26 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
             if not tp:
                 raise BadInput(f"candidate {name}: few_shot needs a train_path",
                                hint="Give train_path on the candidate or the evaluate call.")
-            shots = ec.select_shots(ec.load_examples(_resolve(tp)), cand.few_shot, seed=args.seed)
-            eval_prompts = {json.dumps(e.prompt) for e in examples}
+            shots = ec.select_shots(pools.get(tp), cand.few_shot, seed=args.seed)
             if any(json.dumps(s.prompt) in eval_prompts for s in shots):
                 notes.append(f"{name}: a few-shot demonstration also appears in the eval set")
         prepared.append((cand, name, adapter, job_id, shots, _engine(cand)))
+    return prepared, job_links
 
+
+def _run(args: EvaluateInput, prepared, examples, labels, decoding, notes: list[str]) -> list:
+    """Generate and score each candidate in turn, with progress (rows done, rate, ETA) on stderr and to
+    `runtime.progress` subscribers."""
+    from runtime.progress import Tracker
+    from tools import _evalcore as ec
+
+    n, refs = len(examples), [e.reference for e in examples]
     runs: list[ec.CandidateRun] = []
     tracker = Tracker("evaluate", n * len(prepared))
     for k, (cand, name, adapter, job_id, shots, engine) in enumerate(prepared, 1):
         msgs = [ec.build_messages(e, system_prompt=cand.system_prompt, shots=shots) for e in examples]
         budget = args.max_new_tokens or ec.answer_token_budget(engine, decoding.choices or refs)
-        tracker.advance(stage=f"{name} ({k}/{len(names)})")
+        tracker.advance(stage=f"{name} ({k}/{len(prepared)})")
         comps, wall = ec.run_prompts(engine, msgs, adapter=adapter, batch_size=args.batch_size,
                                      sampling=_sampling(budget, decoding), json_schema=decoding.json_schema,
                                      on_done=tracker.advance)
@@ -215,30 +270,7 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
             _score(run, args, examples, labels, adapter, notes)
         runs.append(run)
     tracker.finish()
-    if all(r.error for r in runs):
-        raise FtpilotError(f"every candidate failed: {runs[0].name}: {runs[0].error}", code="engine_failed",
-                           hint="Check the engine (a server that is down, a model that does not load), then "
-                                "evaluate again.")
-
-    comparisons = _comparisons(args, runs, baseline, examples, notes)
-    results = [_result(r, args, decoding) for r in runs]
-    sha = sha256_file(eval_file)
-    prediction_check = _prediction_check(sha, results, comparisons, baseline)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = {"eval_path": str(eval_file), "dataset_sha256": sha, "n": n, "labels": labels, "baseline": baseline,
-           "decoding": decoding.describe(), "sample": sample, "results": results, "comparisons": comparisons,
-           "prediction_check": prediction_check, "notes": notes, "created": stamp}
-    files = _write_outputs(out_dir, person_owned, args, out, examples, runs, job_links)
-
-    from runtime.store import Evaluation, add
-
-    job_id = args.job_id or next(iter(job_links.values()), None)
-    row = add(Evaluation(job_id=job_id, eval_path=str(eval_file), dataset_sha256=sha,
-                         results={"kind": "evaluation", **out}, report_path=str(files["report"])))
-    return EvaluateOutput(evaluation_id=row.id, n=n, results=results, comparisons=comparisons,
-                          report_path=str(files["report"]), json_path=str(files["json"]), plots=out["plots"],
-                          predictions_paths=files["predictions"], prediction_check=prediction_check, notes=notes,
-                          sample=sample, decoding=out["decoding"])
+    return runs
 
 
 def _resolve(path: str) -> Path:
@@ -264,12 +296,6 @@ def _scorer(run):
     from runtime.engines import get_engine
 
     return get_engine(f"transformers:{run.spec['model']}")
-
-
-def _train_refs(args: EvaluateInput) -> list[str]:
-    from tools import _evalcore as ec
-
-    return [e.reference for e in ec.load_examples(_resolve(args.train_path))] if args.train_path else []
 
 
 def _sampling(budget: int, decoding):
@@ -324,52 +350,48 @@ def _result(r, args: EvaluateInput, decoding) -> dict:
     }
 
 
-def _out_dir(args: EvaluateInput, eval_file: Path) -> tuple[Path, bool]:
-    """(folder, person-owned): a named out_dir is the person's and follows the output rules; the default is a
-    new folder in the data dir."""
+def _targets(args: EvaluateInput, eval_file: Path, names: list[str]) -> dict:
+    """The files this call writes. A named out_dir is the person's: its files follow the output rules (never an
+    input, never an existing file unless `overwrite`). The default is a new folder in the data dir."""
+    from runtime.outputs import check_distinct, check_output
     from runtime.paths import data_subdir, resolve_path
 
     if args.out_dir:
-        return resolve_path(args.out_dir), True
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = data_subdir("evaluations") / f"eval-{stamp}-{eval_file.stem}"
-    d, i = base, 1
-    while d.exists():
-        i += 1
-        d = base.with_name(f"{base.name}-{i}")
-    return d, False
+        out_dir = resolve_path(args.out_dir)
+        inputs = [args.eval_path, args.train_path, *(c.train_path for c in args.candidates)]
+
+        def target(name: str) -> Path:
+            return check_output(out_dir / name, inputs=inputs, overwrite=args.overwrite)
+    else:
+        base = data_subdir("evaluations") / f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{eval_file.stem}"
+        out_dir, i = base, 1
+        while out_dir.exists():
+            i += 1
+            out_dir = base.with_name(f"{base.name}-{i}")
+
+        def target(name: str) -> Path:
+            return out_dir / name
+    t = {"predictions": {nm: target(f"predictions-{_slug(nm)}.jsonl") for nm in names},
+         "json": target("evaluation.json"), "report": target("report.md"),
+         "metrics": target("metrics.png"), "loss_curves": target("loss_curves.png")}
+    check_distinct([*t["predictions"].values(), t["json"], t["report"], t["metrics"], t["loss_curves"]])
+    return t
 
 
-def _write_outputs(out_dir: Path, person_owned: bool, args: EvaluateInput, out: dict, examples, runs,
-                   job_links: dict[str, str]) -> dict:
-    """Predictions, plots, evaluation.json and report.md, written together (all or nothing); in a person's
-    out_dir they never replace existing files unless `overwrite`."""
-    from runtime.outputs import OutputSet, check_distinct, check_output
+def _write_outputs(targets: dict, args: EvaluateInput, out: dict, examples, runs, job_links: dict[str, str]) -> None:
+    """Predictions, plots, evaluation.json and report.md, written together (all or nothing)."""
+    from runtime.outputs import OutputSet
 
-    inputs = [args.eval_path, args.train_path, *(c.train_path for c in args.candidates)]
-
-    def target(name: str) -> Path:
-        p = out_dir / name
-        return check_output(p, inputs=inputs, overwrite=args.overwrite) if person_owned else p
-
-    preds = {r.name: target(f"predictions-{_slug(r.name)}.jsonl") for r in runs}
-    json_path, report_path = target("evaluation.json"), target("report.md")
-    plots = {"metrics": target("metrics.png")}
-    if _curves(runs, job_links):
-        plots["loss_curves"] = target("loss_curves.png")
-    check_distinct([*preds.values(), json_path, report_path, *plots.values()])
     with OutputSet(overwrite=args.overwrite) as files:
         for r in runs:
-            with files.open(preds[r.name]) as f:
+            with files.open(targets["predictions"][r.name]) as f:
                 for e, c, p in zip(examples, r.completions, r.predictions):
                     f.write(json.dumps({"row": e.row, "reference": e.reference, "prediction": p, "text": c.text,
                                         "finish_reason": c.finish_reason, "error": c.error,
                                         "completion_tokens": c.completion_tokens, "latency_s": c.latency_s}) + "\n")
-        written = _plots(files, plots, out["results"], runs, job_links)
-        out["plots"] = [str(p) for p in written]
-        files.open(json_path).write(json.dumps(out, indent=2))
-        files.open(report_path).write(_report(out, examples, runs))
-    return {"predictions": {k: str(v) for k, v in preds.items()}, "json": json_path, "report": report_path}
+        out["plots"] = [str(p) for p in _plots(files, targets, out["results"], runs, job_links)]
+        files.open(targets["json"]).write(json.dumps(out, indent=2))
+        files.open(targets["report"]).write(_report(out, examples, runs))
 
 
 def _slug(s: str) -> str:
@@ -550,7 +572,7 @@ def _plots(files, targets: dict[str, Path], results: list[dict], runs, job_links
         plt.close(fig)
         paths.append(targets["metrics"])
     curves = _curves(runs, job_links)
-    if curves and "loss_curves" in targets:
+    if curves:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for name, rows in curves:
             for key, style in (("loss", "-"), ("eval_loss", "o--")):
