@@ -285,6 +285,7 @@ def test_decoding_is_chosen_from_the_answers():
     d = ec.choose_decoding("auto", ["Paris", "a short answer"], None)
     assert d.mode == "first_line" and d.stop == ["\n"] and d.json_schema is None
     assert ec.choose_decoding("auto", ["line one\nline two"], None).mode == "free"
+    assert ec.choose_decoding("auto", ['{"a": 1}'], None, json_output=True).mode == "free"  # JSON may span lines
     assert ec.choose_decoding("free", ["a"], labels).json_schema is None
     with pytest.raises(BadInput):
         ec.choose_decoding("labels", ["x"], None)

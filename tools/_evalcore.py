@@ -346,16 +346,17 @@ class Decoding:
         return {"mode": self.mode, **({"labels": len(self.choices)} if self.choices else {})}
 
 
-def choose_decoding(mode: str, refs: list[str], choices: list[str] | None) -> Decoding:
+def choose_decoding(mode: str, refs: list[str], choices: list[str] | None, *, json_output: bool = False) -> Decoding:
     """`auto`: labels when the references form a label set, else the first line when every reference is one
-    line, else free text."""
+    line, else free text; free whenever the output is checked as JSON (which may span lines)."""
     from runtime.errors import BadInput
 
     if mode == "labels" and not choices:
         raise BadInput("decoding `labels` needs reference answers that form a label set",
                        hint="Use decoding auto, first_line or free.")
     if mode == "auto":
-        mode = "labels" if choices else ("first_line" if all("\n" not in r.strip() for r in refs) else "free")
+        single_line = all("\n" not in r.strip() for r in refs)
+        mode = "free" if json_output else "labels" if choices else "first_line" if single_line else "free"
     return Decoding(mode, choices if mode == "labels" else None)
 
 

@@ -158,7 +158,8 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
         sample = {"n": len(examples), "of": of, "seed": args.seed, "stratified": bool(labels),
                   "coverage": ec.label_coverage(examples, labels)}
     decoding = ec.choose_decoding(args.decoding, [e.reference for e in examples],
-                                  ec.label_spellings(task_refs, labels) if labels else None)
+                                  ec.label_spellings(task_refs, labels) if labels else None,
+                                  json_output="json_valid" in args.metrics)
     notes: list[str] = []
     names = [_candidate_name(c, i) for i, c in enumerate(args.candidates)]
     for i, nm in enumerate(names):  # unique names
