@@ -20,8 +20,6 @@ from typing import Any, Callable
 
 from runtime.errors import BadInput, NotFound
 
-MAX_LABELS = 20
-
 
 # --- data ---------------------------------------------------------------------------------------------
 
@@ -109,12 +107,10 @@ def label_coverage(examples: list[Example], labels: list[str] | None) -> dict | 
 # --- prompts ------------------------------------------------------------------------------------------
 
 def label_set(refs: list[str]) -> list[str] | None:
-    """The answers form a label set when few distinct normalised values repeat (classification)."""
-    norm = [normalize(r) for r in refs]
-    counts = Counter(norm)
-    if len(counts) <= MAX_LABELS and len(counts) <= max(2, len(norm) // 2) and all(c >= 2 for c in counts.values()):
-        return sorted(counts)
-    return None
+    """The answers form a label set by runtime.labels' rule (one rule for audit, split and evaluation)."""
+    from runtime.labels import label_set as decide
+
+    return decide(refs, key=normalize)
 
 
 def label_spellings(refs: list[str], labels: list[str]) -> list[str]:
