@@ -385,3 +385,32 @@ def test_recommend_measures_a_stratified_sample_and_says_so(tiny_model_dir, work
     gap = next(r for r in out.reasons if r.rule == "quality gap vs prompting")
     assert "n=12, a seeded sample of 40 eval rows, stratified by label, covering 3 of 3 labels" in gap.detail
     assert out.audit and out.audit.get("audit_id")  # the audit ran through its typed function
+
+
+def test_an_80_label_csv_gets_accuracy_macro_f1_and_label_decoding(tiny_model_dir, workspace):
+    """Issue 10: 77 intents exceeded a 20/30-label ceiling, so evaluate skipped accuracy and F1. A labelled CSV in
+    the person's own column names (`columns`), 80 intents, a stratified sample that covers them all."""
+    import csv
+
+    from tools import call_tool
+
+    intents = [f"intent_{i:02d}" for i in range(80)]
+    for name, per in (("eval.csv", 2), ("train.csv", 3)):
+        with open(workspace / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["utterance", "gold"])
+            for i, lab in enumerate(intents * per):
+                w.writerow([f"customer message {i} about {lab.replace('_', ' ')}", lab])
+    res = call_tool("evaluate", {
+        "eval_path": "eval.csv", "train_path": "train.csv", "columns": {"prompt": "utterance", "completion": "gold"},
+        "sample": 80, "candidates": [{"model": str(tiny_model_dir)}, {"model": str(tiny_model_dir), "few_shot": 2}],
+        "metrics": ["exact_match", "accuracy", "f1"], "bootstrap": 200, "batch_size": 40})
+    assert res.ok, res.error
+    o = res.output
+    assert o["n"] == 80 and o["sample"]["coverage"] == {"labels": 80, "covered": 80}
+    assert o["decoding"] == {"mode": "labels", "labels": 80}
+    for r in o["results"]:
+        assert {"accuracy", "f1"} <= set(r["metrics"]), r["metrics"]
+        preds = [json.loads(x)["prediction"] for x in open(o["predictions_paths"][r["name"]])]
+        assert set(preds) <= set(intents)  # spelled as the data spells them
+    assert {"accuracy", "f1"} <= set(o["comparisons"][0]["metrics"])

@@ -39,21 +39,22 @@ def example_of(conv: dict, row: int) -> Example:
     return Example(msgs[:last], msgs[last]["content"], row)
 
 
-def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
-    """The SFT rows of any file runtime.dataio reads (JSONL, JSON, CSV, Parquet, gzip, `datasets` dirs), as
-    prompt + reference. Unreadable rows are an error naming them (an eval set with holes gives wrong numbers)."""
+def load_examples(path: str | Path, limit: int | None = None, columns: dict[str, str] | None = None) -> list[Example]:
+    """The SFT rows of any file runtime.dataio reads (JSONL, JSON, CSV, Parquet, gzip, `datasets` dirs; a text and
+    label column pair; a person's `columns` mapping), as prompt + reference. Unreadable rows are an error naming
+    them (an eval set with holes gives wrong numbers)."""
     from runtime import dataio
     from runtime.paths import resolve_path
 
     p = resolve_path(path, must_exist=True)
-    fmt = dataio.detect_format(p)
+    fmt = dataio.detect_format(p, columns=columns)
     if dataio.kind_of(fmt) != "sft":
         raise BadInput(f"{p.name} holds {fmt} records, not prompts with reference answers",
                        hint="Evaluation needs prompts with reference answers (messages, prompt/completion, Alpaca, "
                             "ShareGPT); preference files are not eval sets.")
     out: list[Example] = []
     bad: list[str] = []
-    for index, rec in dataio.iter_records(p):
+    for index, rec in dataio.iter_records(p, columns=columns):
         if limit and len(out) >= limit or len(bad) >= 5:
             break
         try:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
 # The engine a candidate runs on unless it names one. The transformers engine also scores perplexity.
@@ -43,6 +44,7 @@ class EvaluateInput(ToolInput):
                                   description="metrics; accuracy/f1 only when answers form a label set; "
                                               "judge needs `judge`")
     train_path: str | None = Field(None, description="default source of few-shot demonstrations")
+    columns: dict[str, str] | None = COLUMNS_FIELD
     judge: str | None = Field(None, description="engine spec of a judge model for pairwise win rates "
                                                 "(both orders; ties reported)")
     json_schema: dict | None = Field(None, description="schema for json_valid (outputs must parse and match)")
@@ -144,8 +146,8 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
     from tools import _evalcore as ec
 
     eval_file = _resolve(args.eval_path)
-    every = ec.load_examples(eval_file)
-    pools = _Pools()
+    every = ec.load_examples(eval_file, columns=args.columns)
+    pools = _Pools(args.columns)
     # The task's labels come from every reference at hand (the whole eval file and the train file), not from the
     # rows evaluated: a sample of 60 rows of a 77-intent set is still classification.
     task_refs = [e.reference for e in every] + [e.reference for e in pools.get(args.train_path)]
@@ -204,7 +206,8 @@ def run_evaluation(args: EvaluateInput) -> EvaluateOutput:
 class _Pools:
     """Train files read once per call (labels and every few-shot candidate use them)."""
 
-    def __init__(self):
+    def __init__(self, columns: dict[str, str] | None):
+        self.columns = columns
         self._by_path: dict[str, list] = {}
 
     def get(self, path: str | None) -> list:
@@ -213,7 +216,7 @@ class _Pools:
         if not path:
             return []
         if path not in self._by_path:
-            self._by_path[path] = ec.load_examples(_resolve(path))
+            self._by_path[path] = ec.load_examples(_resolve(path), columns=self.columns)
         return self._by_path[path]
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
 MIN_EXAMPLES = 100          # guide: "100+ labeled examples"; 100-500 often suffice with LoRA
@@ -33,6 +34,7 @@ class RecommendInput(ToolInput):
                                                     "train_path (max 60 rows, stratified by label) is held out and "
                                                     "not used for demonstrations")
     preference_path: str | None = Field(None, description="ranked pairs, if preference tuning is considered")
+    columns: dict[str, str] | None = COLUMNS_FIELD
     model: str = Field("default", description="the model that would be prompted or fine-tuned")
     few_shot: int = Field(3, ge=1, le=16, description="k for the few-shot baseline")
     metric: Literal["auto", "accuracy", "exact_match", "rouge_l", "f1"] = Field(
@@ -92,20 +94,22 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
     from tools.dataset.audit import AuditDatasetInput, audit_dataset
 
     train_file = resolve_path(args.train_path, must_exist=True)
-    train = ec.load_examples(train_file)
+    train = ec.load_examples(train_file, columns=args.columns)
     notes: list[str] = []
     missing: list[str] = []
     work = data_subdir("recommendations") / f"rec-{sha256_file(train_file)[:10]}"
 
     # --- the eval split ----------------------------------------------------------------------------
+    columns = args.columns
     if args.eval_path:
         eval_file = resolve_path(args.eval_path, must_exist=True)
         shots_file = train_file
     else:
         eval_file, shots_file, n_eval = _hold_out(train, train_file, work)
+        columns = None  # the held-out files are written in TRL's messages format
         missing.append(f"a separate eval split: {n_eval} rows of the train file (a seeded sample, stratified by "
                        "label) were held out for this measurement")
-    evals = ec.load_examples(eval_file)
+    evals = ec.load_examples(eval_file, columns=columns)
     labels = ec.label_set([e.reference for e in evals])
     metric = args.metric
     if metric == "auto":
@@ -118,7 +122,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
     # --- audit -------------------------------------------------------------------------------------
     clean = len(train)
     try:
-        audit = audit_dataset(AuditDatasetInput(path=str(train_file), model=args.model,
+        audit = audit_dataset(AuditDatasetInput(path=str(train_file), model=args.model, columns=args.columns,
                                                 eval_path=str(eval_file) if args.eval_path else None))
         clean, bad = _clean_count(audit.model_dump())
         audit_out = {"audit_id": audit.audit_id, "rows": audit.rows, "clean_examples": clean,
@@ -132,7 +136,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
     eval_sha = sha256_file(eval_file)
     baseline = _reuse_baseline(eval_sha, args) if args.reuse_baseline else None
     if baseline is None:
-        baseline = _measure_baseline(args, eval_file, shots_file, metric, labels)
+        baseline = _measure_baseline(args, eval_file, shots_file, metric, labels, columns)
     else:
         baseline["reused"] = True
     zs, fs = baseline["zero_shot"]["value"], baseline["few_shot_score"]["value"]
@@ -160,7 +164,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
                "for a task-specific LoRA)" + ("" if audit_out.get("clean_examples") is not None
                                              else "; audit unavailable, readable rows counted")))
     if args.latency_budget_ms is not None:
-        single = _single_request_latency(args, eval_file, shots_file)
+        single = _single_request_latency(args, eval_file, shots_file, columns)
         p50_ms = single["few_shot_p50_ms"]
         tight = args.latency_budget_ms < LATENCY_MS
         reasons.append(Reason(
@@ -282,14 +286,14 @@ def _hold_out(train: list, train_file, work):
     return eval_file, shots_file, n_eval
 
 
-def _measure_baseline(args: RecommendInput, eval_file, shots_file, metric: str, labels) -> dict:
+def _measure_baseline(args: RecommendInput, eval_file, shots_file, metric: str, labels, columns) -> dict:
     """Zero-shot and k-shot prompting of the model, measured by `evaluate` on a seeded sample of the eval rows
     (stratified by label), so a label-sorted file is not judged by its first labels."""
     from tools.evaluate import Candidate, EvaluateInput, run_evaluation
 
     k = args.few_shot
     o = run_evaluation(EvaluateInput(
-        eval_path=str(eval_file), train_path=str(shots_file), sample=args.eval_limit,
+        eval_path=str(eval_file), train_path=str(shots_file), sample=args.eval_limit, columns=columns,
         candidates=[Candidate(model=args.model, name="zero_shot"),
                     Candidate(model=args.model, few_shot=k, name=f"{k}_shot")],
         metrics=sorted({metric, "exact_match"} | ({"accuracy", "f1"} if labels else set()))))
@@ -313,7 +317,7 @@ def _measured_on(baseline: dict) -> str:
     return f"n={baseline['n']}, {how}" + (f", covering {cov['covered']} of {cov['labels']} labels" if cov else "")
 
 
-def _single_request_latency(args: RecommendInput, eval_file, shots_file, n: int = 3) -> dict:
+def _single_request_latency(args: RecommendInput, eval_file, shots_file, columns, n: int = 3) -> dict:
     """Unbatched latency, the number a per-request budget is about: n requests one at a time, each way."""
     import time
 
@@ -323,8 +327,8 @@ def _single_request_latency(args: RecommendInput, eval_file, shots_file, n: int 
     from tools import _evalcore as ec
 
     eng = get_engine(f"transformers:{args.model}")
-    evals = ec.load_examples(eval_file, n)
-    shots = ec.select_shots(ec.load_examples(shots_file), args.few_shot)
+    evals = ec.load_examples(eval_file, n, columns=columns)
+    shots = ec.select_shots(ec.load_examples(shots_file, columns=columns), args.few_shot)
     budget = ec.answer_token_budget(eng, [e.reference for e in evals])
     out = {"n": len(evals)}
     for key, sh in (("zero_shot", []), ("few_shot", shots)):
