@@ -110,7 +110,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
         missing.append(f"a separate eval split: {n_eval} rows of the train file (a seeded sample, stratified by "
                        "label) were held out for this measurement")
     evals = ec.load_examples(eval_file, columns=columns)
-    labels = ec.label_set([e.reference for e in evals])
+    labels = ec.label_set([e.reference for e in evals + train])  # as evaluate decides: all references at hand
     metric = args.metric
     if metric == "auto":
         short = sorted(len(e.reference.split()) for e in evals)[len(evals) // 2] <= 5
