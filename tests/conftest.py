@@ -129,3 +129,54 @@ def in_ticket_workspace(ticket_task, monkeypatch) -> Path:
     monkeypatch.setenv("FTPILOT_WORKSPACE_ROOT", str(ticket_task["root"]))
     reset_settings()
     return ticket_task["root"]
+
+
+# --- the managed vLLM server: one for the whole session ---------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vllm_serve_dir(tmp_path_factory, bundled_model_dir) -> Path:
+    """One managed vLLM server (the bundled model) shared by every test that needs it; stopped on teardown,
+    pass or fail, and checked to leave no process behind. Tests use the `served` fixture."""
+    from runtime import serving
+    from runtime.settings import reset_settings
+
+    serve_dir = tmp_path_factory.mktemp("vllm-serve")
+    env = {"FTPILOT_SERVE_DIR": str(serve_dir), "FTPILOT_MODELS_DIR": str(MODELS_DIR),
+           "FTPILOT_DATA_DIR": str(serve_dir / "data")}
+
+    def with_env(fn):
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        reset_settings()
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            reset_settings()
+
+    if not with_env(serving.available):
+        pytest.skip("no vLLM runtime here: `make vllm` builds .venv-vllm")
+    try:
+        with_env(lambda: serving.start("default", timeout_s=900))
+        yield serve_dir
+    finally:
+        state = with_env(serving._read_state)
+        with_env(serving.stop)
+        if state:
+            left = serving._processes(state)
+            assert not left, f"vLLM processes left after stop: {[p.pid for p in left]}"
+
+
+@pytest.fixture
+def served(vllm_serve_dir, monkeypatch):
+    """The session's vLLM server for this test (started again if an earlier test stopped it)."""
+    from runtime import serving
+    from runtime.engines import clear_engines
+    from runtime.settings import reset_settings
+
+    monkeypatch.setenv("FTPILOT_SERVE_DIR", str(vllm_serve_dir))
+    reset_settings()
+    clear_engines()
+    yield serving.start("default", timeout_s=900)
+    clear_engines()
