@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
-# The engine a candidate runs on unless it names one. The transformers engine also scores perplexity.
-DEFAULT_ENGINE = "transformers"
+# The engine a candidate runs on unless it names one: the managed vLLM server where it runs or can start,
+# else transformers in-process. Perplexity always comes from the transformers engine (it can score).
+DEFAULT_ENGINE = "auto"
 
 Metric = Literal["exact_match", "accuracy", "f1", "rouge_l", "json_valid", "perplexity", "judge"]
 
@@ -33,7 +34,8 @@ class Candidate(BaseModel):
                                                      "evaluate call's train_path)")
     system_prompt: str | None = Field(None, description="replaces the eval rows' system message")
     name: str | None = Field(None, description="label in tables and plots (default: derived)")
-    engine: str | None = Field(None, description="engine spec (default: DEFAULT_ENGINE:<model>); e.g. "
+    engine: str | None = Field(None, description="engine spec (default auto:<model>: the managed vLLM server "
+                                                 "where it runs, else transformers); e.g. transformers:<model>, "
                                                  "openai:http://127.0.0.1:8000/v1")
 
 

@@ -325,8 +325,9 @@ def _single_request_latency(args: RecommendInput, eval_file, shots_file, columns
 
     from runtime.engines import Sampling, get_engine
     from tools import _evalcore as ec
+    from tools.evaluate import DEFAULT_ENGINE
 
-    eng = get_engine(f"transformers:{args.model}")
+    eng = get_engine(f"{DEFAULT_ENGINE}:{args.model}")
     evals = ec.load_examples(eval_file, n, columns=columns)
     shots = ec.select_shots(ec.load_examples(shots_file, columns=columns), args.few_shot)
     budget = ec.answer_token_budget(eng, [e.reference for e in evals])
