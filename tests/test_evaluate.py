@@ -12,16 +12,6 @@ import pytest
 from tools import _evalcore as ec
 
 
-@pytest.fixture(autouse=True)
-def transformers_only(ftpilot_env, monkeypatch, tmp_path):
-    """evaluate's default engine is `auto` (the managed vLLM server where one can run): these tests are about
-    evaluation on tiny models, so `auto` falls back to transformers here (the served path has its real test)."""
-    from runtime.settings import reset_settings
-
-    monkeypatch.setenv("FTPILOT_VLLM_PYTHON", str(tmp_path / "no-vllm-here"))
-    reset_settings()
-
-
 def test_normalize_and_exact_match_rules():
     assert ec.normalize("  The Billing. ") == "billing"
     assert ec.normalize("Shipping!!") == ec.normalize("shipping")
