@@ -31,6 +31,9 @@ def ftpilot_env(tmp_path, monkeypatch):
     for key in [k for k in os.environ if k.startswith("FTPILOT_") and k not in
                 ("FTPILOT_DATA_DIR", "FTPILOT_WORKSPACE_ROOT", "FTPILOT_MODELS_DIR", "FTPILOT_CONFIG_FILE")]:
         monkeypatch.delenv(key)
+    # `auto` engines (evaluate's default) would start a managed vLLM server where one can run, and leave it running
+    # after the test: only tests that ask for the `served` fixture get one.
+    monkeypatch.setenv("FTPILOT_VLLM_PYTHON", str(tmp_path / "no-vllm-outside-served"))
     reset_settings()
     reset_engines()
     yield ws
@@ -150,8 +153,9 @@ def vllm_serve_dir(tmp_path_factory, bundled_model_dir) -> Path:
            "FTPILOT_DATA_DIR": str(serve_dir / "data")}
 
     def with_env(fn):
-        saved = {k: os.environ.get(k) for k in env}
+        saved = {k: os.environ.get(k) for k in (*env, "FTPILOT_VLLM_PYTHON")}
         os.environ.update(env)
+        os.environ.pop("FTPILOT_VLLM_PYTHON", None)  # the real runtime, not ftpilot_env's stand-in
         reset_settings()
         try:
             return fn()
@@ -181,6 +185,7 @@ def served(vllm_serve_dir, monkeypatch):
     from runtime.settings import reset_settings
 
     monkeypatch.setenv("FTPILOT_SERVE_DIR", str(vllm_serve_dir))
+    monkeypatch.delenv("FTPILOT_VLLM_PYTHON", raising=False)
     reset_settings()
     clear_engines()
     yield serving.start("default", timeout_s=900)
