@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--lsh-rows", type=int, default=100_000, help="rows for the banding vs rensa LSH comparison "
                     "(0: skip it)")
     ap.add_argument("--baseline", type=Path, help="another ftpilot checkout to time side by side")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating runs of each side (best counts)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -146,7 +147,7 @@ def main() -> None:
             print(json.dumps({"exact_token_counts_wall_s": round(time.perf_counter() - t, 2),
                               "tokens": res.output["summary"]["tokens"]}))
         if a.baseline:
-            print(json.dumps({"side_by_side": side_by_side(tmp, a.baseline.resolve())}, indent=1))
+            print(json.dumps({"side_by_side": side_by_side(tmp, a.baseline.resolve(), a.rounds)}, indent=1))
         if a.lsh_rows:
             lsh_path = path if a.lsh_rows == a.rows else write_jsonl(tmp / "lsh.jsonl", make_records(a.lsh_rows))
             print(json.dumps({"lsh": bench_lsh(lsh_path)}, indent=1))

@@ -80,16 +80,15 @@ def signatures(ids, offsets, step: int = 8192):
     return sig, rows
 
 
-def band_keys(sig):
-    """LSH bucket keys, shape (NUM_BANDS, rows): band b hashes NUM_PERM/NUM_BANDS consecutive values of each row."""
+def band_keys(sig, b: int):
+    """One uint64 LSH bucket key per signature for band ``b`` (NUM_PERM/NUM_BANDS consecutive values)."""
     import numpy as np
 
     r = NUM_PERM // NUM_BANDS
-    v = sig.astype(np.uint64).reshape(sig.shape[0], NUM_BANDS, r)
-    key = np.zeros((NUM_BANDS, sig.shape[0]), dtype=np.uint64)
+    key = np.zeros(sig.shape[0], dtype=np.uint64)
     with np.errstate(over="ignore"):
         for j in range(r):
-            key = (key ^ (v[:, :, j].T * np.uint64(_MIX[j]))) * np.uint64(0x100000001B3)
+            key = (key ^ (sig[:, b * r + j].astype(np.uint64) * np.uint64(_MIX[j]))) * np.uint64(0x100000001B3)
     return key
 
 
@@ -105,8 +104,8 @@ def similar_pairs(sig, threshold: float, other=None) -> set[tuple[int, int]]:
     m = 0 if other is None else other.shape[0]
     if n + m < 2 or (other is not None and (n == 0 or m == 0)):
         return pairs
-    keys = band_keys(sig) if other is None else np.concatenate([band_keys(sig), band_keys(other)], axis=1)
-    for key in keys:
+    for b in range(NUM_BANDS):
+        key = band_keys(sig, b) if other is None else np.concatenate([band_keys(sig, b), band_keys(other, b)])
         order = np.argsort(key, kind="stable")
         ks = key[order]
         new_group = np.concatenate([[True], ks[1:] != ks[:-1]])
@@ -258,7 +257,7 @@ class NearDuplicateIndex:
 
     @staticmethod
     def _bands(m: Signature) -> list[int]:
-        return band_keys(m.values[None, :])[:, 0].tolist()
+        return [int(band_keys(m.values[None, :], b)[0]) for b in range(NUM_BANDS)]
 
     def find(self, text: str, m: Signature | None = None) -> str | None:
         m = minhash(text) if m is None else m

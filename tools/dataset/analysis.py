@@ -55,10 +55,12 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
     ctx = Context(path, fmt, dataio.kind_of(fmt), thresholds or Thresholds(), columns, findings)
     tokens = TooLong(ctx, model, max_tokens, exact_token_counts) if check_tokens and ctx.kind != "unknown" else None
     overlap, labels, pii = Overlap(ctx, eval_path), Labels(ctx), Pii(ctx)
+    answers = ctx.kind in ("sft", "preference")
     # in the order they finish: token counts may find rows the template rejects; placeholders need the labels
-    checks: list[Check] = [c for c in (tokens, overlap, labels, Placeholders(ctx, labels), RoleOrder(ctx),
-                                       EmptyTurns(ctx), PreferencePairs(ctx) if ctx.kind == "preference" else None,
-                                       pii, Refusals(ctx)) if c is not None]
+    checks: list[Check] = [c for c in (
+        tokens, overlap, labels, Placeholders(ctx, labels) if answers else None,
+        RoleOrder(ctx), EmptyTurns(ctx), PreferencePairs(ctx) if ctx.kind == "preference" else None, pii,
+        Refusals(ctx) if answers else None) if c is not None]
     seekable = dataio.file_kind(path) == "jsonl" and not dataio.is_gzip(path)
     offsets = _read(ctx, checks, seekable)
     if not ctx.valid:

@@ -108,14 +108,13 @@ class Context:
     columns: dict[str, str] | None
     findings: dict[str, Finding]
     valid: bytearray = field(default_factory=bytearray)  # per row: 1 when it is a usable record
+    templated: bool = field(init=False)  # rows are rendered with the model's chat template (TRL's strings are not)
 
-    @property
-    def templated(self) -> bool:
-        """Whether rows are rendered with the model's chat template (TRL's string formats are not)."""
-        return self.format not in ("text", "prompt_completion", "preference")
+    def __post_init__(self) -> None:
+        self.templated = self.format not in ("text", "prompt_completion", "preference")
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One usable record as the checks see it."""
 
@@ -359,7 +358,8 @@ class Labels(Check):
             return True
         lab = normalize(row.final)
         if is_short(lab) and len(self.index) < MAX_DISTINCT_ANSWERS:
-            self.of_row.extend([-1] * (row.index - len(self.of_row)))
+            if len(self.of_row) < row.index:
+                self.of_row.extend([-1] * (row.index - len(self.of_row)))
             self.of_row.append(self.index.setdefault(lab, len(self.index)))
             self.counts[lab] += 1
         else:

@@ -35,7 +35,8 @@ class Overlap(Check):
     def observe(self, row: Row) -> bool:
         key = hashlib.blake2b(normalize(row.key).encode("utf-8", "surrogatepass"), digest_size=16).digest()
         first = self.first.setdefault(key, row.index)
-        self._pad(row.index)
+        if len(self.word_offsets) <= row.index:
+            self._pad(row.index)
         if first != row.index:
             self.exact.add(row.index)
             self.dup_of[row.index] = first
