@@ -104,11 +104,16 @@ def _card_kind(text: str, start: int, raw: str) -> str | None:
 
 
 def _secret_hint(text: str) -> bool:
-    """Cheap substring tests (memchr speed) before the secret patterns run."""
-    if any(k in text for k in _SECRET_LITERALS):
-        return True
+    """Cheap substring tests (memchr speed) before the secret patterns run. Plain loops: this runs on every row,
+    and a generator in any() took twice as long."""
+    for k in _SECRET_LITERALS:
+        if k in text:
+            return True
     low = text.lower()
-    return any(k in low for k in _SECRET_WORDS)
+    for k in _SECRET_WORDS:
+        if k in low:
+            return True
+    return False
 
 
 def _public_ip(raw: str) -> bool:

@@ -40,3 +40,23 @@ def test_clusters_are_keyed_by_their_smallest_member():
     assert clusters([(3, 1), (5, 3), (8, 7)]) == {1: [1, 3, 5], 7: [7, 8]}
     assert clusters([(3, 1)], items=[0, 1, 2, 3]) == {0: [0], 1: [1, 3], 2: [2]}
     assert clusters([]) == {}
+
+
+def test_audit_and_synthesis_agree_on_what_is_a_near_copy(workspace):
+    """The audit (a whole file, batched) and the synthesis index (one text at a time) share one definition."""
+    from runtime.outputs import write_jsonl
+    from tools.dataset.analysis import analyze
+
+    texts = ["my router keeps disconnecting from wifi every 10 minutes please help",
+             "I was charged twice for my order and want a refund",
+             "My router keeps disconnecting from WiFi every 10 minutes please help me",
+             "where is my parcel, it was due on monday"]
+    path = write_jsonl(workspace / "t.jsonl", ({"text": t} for t in texts))
+    audit = analyze(path, check_tokens=False)
+    index = NearDuplicateIndex(0.75)
+    flagged = []
+    for i, t in enumerate(texts):
+        if index.find(t) is not None:
+            flagged.append(i)
+        index.add(str(i), t)
+    assert audit.findings["near_duplicate"].rows == flagged == [2]

@@ -94,17 +94,22 @@ def _read(ctx: Context, checks: list[Check], seekable: bool) -> array:
     """The one pass over the file: each usable row goes to every check. Returns JSONL byte offsets (-1 when the
     file is not plain JSONL), for previews."""
     offsets = array("q")
+    observers = [check.observe for check in checks]
     for item in dataio.iter_records(ctx.path, with_offsets=seekable, columns=ctx.columns):
         offsets.append(item[2] if len(item) > 2 else -1)
         ctx.valid.append(0)
         row = _row(ctx, item[0], item[1])
         if row is None:
             continue
-        ok = True
-        for check in checks:
-            ok = check.observe(row) and ok  # every check sees the row, whatever the others say
+        ok = 1
+        for observe in observers:  # every check sees the row, whatever the others say
+            if not observe(row):
+                ok = 0
         ctx.valid[row.index] = ok
     return offsets
+
+
+_SYSTEM = ("system", "developer")  # not part of what a record says (PII, duplicates)
 
 
 def _row(ctx: Context, index: int, rec: dict | dataio.RecordError) -> Row | None:
@@ -131,29 +136,23 @@ def _row(ctx: Context, index: int, rec: dict | dataio.RecordError) -> Row | None
     return _describe(ctx, index, rec, conv)
 
 
-def _said(msgs: list[dict]) -> list[str]:
-    return [m["content"] for m in msgs if m["role"] not in ("system", "developer")]
-
-
-def _keyed(msgs: list[dict]) -> str:
-    return "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in msgs)
-
-
 def _describe(ctx: Context, index: int, rec: dict, conv: dict) -> Row:
     if "messages" in conv:
         msgs = conv["messages"]
         final = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else None
         render = msgs if ctx.templated else [{"role": "", "content": rec.get("prompt", "")},
                                              {"role": "", "content": rec.get("completion", "")}]
-        return Row(index, rec, conv, "\n".join(_said(msgs)), _keyed(msgs), final, render)
+        return Row(index, rec, conv, "\n".join([m["content"] for m in msgs if m["role"] not in _SYSTEM]),
+                   "\x1e".join([f"{m['role']}\x1f{m['content']}" for m in msgs]), final, render)
     if "chosen" in conv:
         prompt, chosen, rejected = conv["prompt"], conv["chosen"], conv["rejected"]
         c_text, r_text = "".join(m["content"] for m in chosen), "".join(m["content"] for m in rejected)
         render = prompt + (chosen if len(c_text) >= len(r_text) else rejected) if ctx.templated else [
             {"role": "", "content": rec.get("prompt") or ""},
             {"role": "", "content": max(rec["chosen"], rec["rejected"], key=len)}]
-        return Row(index, rec, conv, "\n".join(_said(prompt) + [c_text, r_text]),
-                   _keyed(prompt) + "\x1d" + c_text + "\x1d" + r_text, None, render, c_text, r_text)
+        said = [m["content"] for m in prompt if m["role"] not in _SYSTEM]
+        key = "\x1e".join([f"{m['role']}\x1f{m['content']}" for m in prompt]) + "\x1d" + c_text + "\x1d" + r_text
+        return Row(index, rec, conv, "\n".join(said + [c_text, r_text]), key, None, render, c_text, r_text)
     text = conv["text"]
     return Row(index, rec, conv, text, text, None, [{"role": "", "content": text}])
 

@@ -152,7 +152,8 @@ def role_problem(msgs: list[dict], *, sft_end: bool, where: str = "messages") ->
     bad_role = next((r for r in roles if r not in dataio.ROLES), None)
     if bad_role is not None:
         return f"unknown role {bad_role!r}"
-    if any(r in ("system", "developer") for r in roles[1:]):
+    later = roles[1:]
+    if "system" in later or "developer" in later:
         return "a system message after the first message"
     turns = [r for r in roles if r not in ("system", "developer")]
     prev = None

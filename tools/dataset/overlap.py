@@ -42,8 +42,9 @@ class Overlap(Check):
             self.dup_of[row.index] = first
             self.f["exact_duplicate"].add(row.index, f"same as row {first}")
         else:
-            words = normalize(row.content).split(maxsplit=MAX_WORDS)[:MAX_WORDS]
-            self.word_ids.extend([self.vocab.setdefault(w, len(self.vocab)) for w in words])
+            vocab = self.vocab  # a local: this line runs once per word of the file
+            self.word_ids.extend([vocab.setdefault(w, len(vocab)) for w in
+                                  normalize(row.content).split(maxsplit=MAX_WORDS)[:MAX_WORDS]])
         self.word_offsets.append(len(self.word_ids))
         return True
 
