@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.dataset._analyze import CHECKS, SEVERITY_ORDER, Analysis, Thresholds, analyze, safe_text
+from tools.dataset.analysis import Analysis, analyze
+from tools.dataset.checks import CHECKS, SEVERITY_ORDER, Thresholds, safe_text
 from tools.registry import ToolInput, tool
 
 COLUMNS_FIELD = Field(None, description="map ftpilot roles (prompt, completion, system, chosen, rejected) to your "

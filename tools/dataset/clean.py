@@ -8,9 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from runtime.content import redact_pii
 from runtime.errors import BadInput
-from tools.dataset._analyze import Analysis, Thresholds, analyze
+from runtime.pii import redact_pii
+from tools.dataset.analysis import Analysis, analyze
+from tools.dataset.checks import Thresholds
 from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
