@@ -8,7 +8,7 @@ The rules are the fine-tuning guide's (shared/seed/fine-tuning-guide-overview.tx
 - point to retrieval when the gap is missing knowledge (well-formed but wrong open answers), not form;
 - preference tuning wants 5,000-50,000 ranked pairs; task-specific LoRA 100-500 examples.
 The baseline (zero-shot and k-shot prompting of the chosen model on the eval split) is measured with `evaluate`
-and stored; the time/cost estimate comes from `plan_training`.
+and stored; the proposed run and its time/cost estimate come from train_sft's own defaults (runtime/training/defaults.py).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class RecommendOutput(BaseModel):
     audit: dict | None
     estimate: dict | None
     evaluation_id: int | None = None
+    proposed_run: dict | None = Field(None, description="train_sft arguments for the run it proposes, sized to the "
+                                      "data (steps, learning rate, epochs, max_length): pass them as they are")
 
 
 def _clean_count(audit: dict) -> tuple[int, dict]:
@@ -222,17 +224,16 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
         missing.append(f"a larger eval split: {baseline['n']} rows give wide confidence intervals (aim for 100+)")
 
     # --- time/cost estimate --------------------------------------------------------------------------
-    estimate = None
+    estimate, proposed = None, None
     if rec in ("fine_tune", "collect_data"):
-        from tools.training import PlanTrainingInput, plan_training
-
         try:
-            plan = plan_training(PlanTrainingInput(model=args.model, train_path=str(train_file), method="lora"))
+            proposed, config = _proposed_run(args, shots_file if not args.eval_path else train_file, columns,
+                                             eval_file if not args.eval_path else None)
         except FtpilotError as e:
-            estimate = {"error": e.to_dict(), "note": "plan_training unavailable: no time/cost estimate"}
+            estimate = {"error": e.to_dict(), "note": "no proposed run: no time/cost estimate"}
         else:
-            mins = plan.expected_minutes
-            estimate = {"training_minutes": mins, "plan": plan.model_dump(mode="json"),
+            mins = config.plan.get("expected_minutes")
+            estimate = {"training_minutes": mins, "plan": config.plan, "proposed_run": proposed,
                         "hardware": _hardware_line(),
                         "cost_usd": (round(mins / 60 * args.hourly_cost_usd, 4)
                                      if mins is not None and args.hourly_cost_usd is not None else None),
@@ -251,7 +252,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
         "retrieval": f"Use retrieval first: the gap ({gap:+.2f}) looks like missing knowledge, not form.",
     }
     result = RecommendOutput(recommendation=rec, summary=summaries[rec], reasons=reasons, missing_data=missing,
-                             baseline=baseline, audit=audit_out, estimate=estimate)
+                             baseline=baseline, audit=audit_out, estimate=estimate, proposed_run=proposed)
     from runtime.store import Evaluation, add
 
     row = add(Evaluation(eval_path=str(eval_file), dataset_sha256=eval_sha, report_path=baseline.get("report_path"),
@@ -261,6 +262,23 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
                                   "task": args.task, "reasons": [r.model_dump() for r in reasons], "notes": notes}))
     result.evaluation_id = row.id
     return result
+
+
+def _proposed_run(args: RecommendInput, train_file, columns, eval_file) -> tuple[dict, object]:
+    """The train_sft run to propose: the product's defaults for this data (runtime/training/defaults.py, through
+    train_sft's own config builder), written out as explicit arguments so the run started is the one estimated.
+    When rows were held out for the baseline, it trains on the rest and keeps the held-out rows for evaluation."""
+    from runtime.training.config import SFTRun
+    from tools.training import TrainSFTInput, _check_inputs, build_config
+
+    sft = TrainSFTInput(model=args.model, train_path=str(train_file), columns=columns, method="lora")
+    config = build_config(SFTRun, sft, _check_inputs(args.model, sft.train_path), "lora", method="lora")
+    steps = config.plan.get("expected_steps")
+    proposed = {"model": args.model, "train_path": str(train_file), "method": "lora",
+                "learning_rate": config.learning_rate, "epochs": config.epochs, "max_length": config.max_length,
+                **({"max_steps": steps} if steps else {}), **({"columns": columns} if columns else {}),
+                **({"eval_path": str(eval_file)} if eval_file else {})}
+    return proposed, config
 
 
 def _hold_out(train: list, train_file, work):

@@ -116,14 +116,17 @@ def _check_format(path: str | None, kinds: set[str], what: str, allow_labels: bo
 
 class TrainCommon(ToolInput):
     model: str = Field("default", description="model name (`default` = bundled SmolLM2-135M-Instruct) or a local dir")
-    learning_rate: float | None = Field(None, gt=0, description="default: 2e-4 for lora/qlora, 2e-5 for full")
+    learning_rate: float | None = Field(None, gt=0, description="default: sized to the model and LoRA rank for SFT "
+                                        "(1e-3 for the bundled model), 2e-5 for full")
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs")
-    epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the data when max_steps is not set")
+    epochs: float | None = Field(None, gt=0, le=10_000, description="passes over the data when max_steps is not "
+                                 "set; default: enough that each label is seen about 12 times (1 to 4)")
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH,
                                    description="per-device batch; default from the memory plan (8 here)")
     grad_accum: int | None = Field(None, ge=1, le=MAX_BATCH, description="gradient accumulation; default from the "
                                    "memory plan")
-    max_length: int = Field(512, ge=16, le=MAX_LENGTH, description="tokens per example (longer ones are truncated)")
+    max_length: int | None = Field(None, ge=16, le=MAX_LENGTH, description="tokens per example (longer ones are "
+                                   "truncated); default: from the data's longest rows")
     gradient_checkpointing: bool | None = Field(None, description="default: only when the memory plan needs it")
     lora_r: int = Field(LORA_R, ge=1, le=4096, description="LoRA rank")
     lora_alpha: int = Field(LORA_ALPHA, ge=1, le=65536, description="LoRA alpha")
@@ -158,18 +161,44 @@ CONFIG_FIELDS = ("model", "learning_rate", "max_steps", "epochs", "max_length", 
 
 def build_config(config_cls, args: TrainCommon, model_path: str, plan_method: str, **fields):
     """The run's typed config: the tool's fields, the memory plan's batch/accumulation/checkpointing where the
-    person named none, and the method's own fields. Its validators are the cross-field rules."""
+    person named none, the SFT defaults (runtime/training/defaults.py) where they named none, and the method's own
+    fields. Its validators are the cross-field rules."""
     from pydantic import ValidationError
 
     from runtime.errors import BadInput
     from runtime.planning import plan_for
 
+    from runtime.training import defaults
+
     pairs = config_cls.kind == "train_dpo"  # a preference row is two sequences: half the batch
-    plan = plan_for(model_path, plan_method, seq_len=args.max_length, train_path=None if pairs else args.train_path,
+    sft = config_cls.kind == "train_sft"
+    chosen, data = {}, None
+    epochs = args.epochs or 1.0
+    if sft:
+        from runtime.paths import resolve_path
+
+        data = defaults.profile(str(resolve_path(args.train_path, must_exist=True)), args.columns)
+        if args.epochs is None and args.max_steps is None:
+            epochs = chosen["epochs"] = defaults.epochs_for(data)
+    seq_len = args.max_length or (defaults.LENGTH_CAP if sft else 512)
+    plan = plan_for(model_path, plan_method, seq_len=seq_len, train_path=None if pairs else args.train_path,
                     batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
-                    lora_r=args.lora_r, max_steps=args.max_steps, epochs=args.epochs, columns=args.columns)
+                    lora_r=args.lora_r, max_steps=args.max_steps, epochs=epochs, columns=args.columns)
     batch = args.batch_size or (max(1, plan["batch_size"] // 2) if pairs else plan["batch_size"])
     values = {k: getattr(args, k) for k in CONFIG_FIELDS}
+    values.update(epochs=epochs, max_length=seq_len)
+    if sft:
+        if args.max_length is None:
+            measured = defaults.max_length_for((plan.get("token_stats") or {}).get("max_tokens"))
+            values["max_length"] = chosen["max_length"] = measured or 512
+        if args.learning_rate is None and fields.get("method") != "full":
+            values["learning_rate"] = chosen["learning_rate"] = defaults.lora_learning_rate(
+                plan["shape"]["hidden"], args.lora_r, args.lora_alpha)
+        values["warmup_steps"] = chosen["warmup_steps"] = defaults.warmup_for(args.max_steps
+                                                                              or plan.get("expected_steps"))
+        plan["defaults"] = {"chosen": chosen, "rows": data.rows,
+                            "labels": len(data.label_counts) if data.label_counts else None,
+                            "median_label_count": data.median_label_count}
     values.update(batch_size=batch, grad_accum=args.grad_accum or plan["grad_accum"],
                   gradient_checkpointing=plan["gradient_checkpointing"] if args.gradient_checkpointing is None
                   else args.gradient_checkpointing,

@@ -287,7 +287,8 @@ def reproduce_base(ctx: JobContext, s: Setup) -> dict:
             "learning_rate": a.learning_rate, "max_steps": a.max_steps, "epochs": a.num_train_epochs,
             "batch_size": a.per_device_train_batch_size, "grad_accum": a.gradient_accumulation_steps,
             "max_length": cfg.max_length, "bf16": a.bf16, "gradient_checkpointing": a.gradient_checkpointing,
-            "seed": a.seed, "lr_scheduler": str(getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type))}
+            "seed": a.seed, "lr_scheduler": str(getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type)),
+            "warmup_steps": a.warmup_steps}
 
 
 def write_reproduce(ctx: JobContext, script: str) -> None:
@@ -320,7 +321,7 @@ def write_trl_config(ctx: JobContext, s: Setup, command: str, method_fields: dic
         "gradient_accumulation_steps": a.gradient_accumulation_steps,
         "gradient_checkpointing": a.gradient_checkpointing, "seed": a.seed,
         "lr_scheduler_type": str(getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type)),
-        "logging_steps": 1, "save_strategy": "no", "report_to": "none", "max_length": cfg.max_length,
+        "warmup_steps": a.warmup_steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none", "max_length": cfg.max_length,
     }
     if cfg.uses_lora:
         doc.update(use_peft=True, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

@@ -85,6 +85,7 @@ def main():
                      num_train_epochs=c["epochs"], per_device_train_batch_size=c["batch_size"],
                      gradient_accumulation_steps=c["grad_accum"], gradient_checkpointing=c["gradient_checkpointing"],
                      max_length=c["max_length"], seed=c["seed"], lr_scheduler_type=c["lr_scheduler"],
+                     warmup_steps=c["warmup_steps"],
                      logging_steps=1, save_strategy="no", report_to="none")
     trainer = SFTTrainer(model=model, args=args, train_dataset=load(c["train_path"]),
                          eval_dataset=load(c["eval_path"]) if c["eval_path"] else None, processing_class=tok,
