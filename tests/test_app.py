@@ -412,12 +412,12 @@ async def test_form_keeps_submit_visible_shows_ctrl_s_and_tab_does_not_select(si
         submit = form.query_one("#submit", Button)
         assert submit.region.area and app.screen.region.contains_region(submit.region)
         assert form.query(Footer) and form.active_bindings["ctrl+s"].binding.show  # the footer shows ^s Run
-        form.query_one("#field-max_steps", Input).focus()
+        form.query_one("#field-lora_r", Input).focus()  # epochs and max_length are empty now (sized from the data)
         await pilot.pause()
         await pilot.press("tab")
         await pilot.pause()
         focused = app.focused
-        assert focused.id == "field-epochs" and focused.value == "1.0" and focused.selection.is_empty
+        assert focused.id == "field-lora_alpha" and focused.value == "32" and focused.selection.is_empty
         before = focused.value
         await pilot.press("9")
         assert focused.value != "9" and focused.value.startswith(before[:1])  # typing adds, never replaces

@@ -94,3 +94,22 @@ def test_recommend_proposes_the_sized_run_and_train_sft_takes_it_as_is(tiny_mode
     c = sft_config(tiny_model_dir, **{k: v for k, v in p.items() if k != "model"})
     assert (c.learning_rate, c.epochs, c.max_length, c.max_steps) == (
         p["learning_rate"], p["epochs"], p["max_length"], p["max_steps"])
+
+
+@pytest.mark.real
+def test_defaults_learn_a_label_task_in_30_steps_on_held_out_phrasings(bundled_model_dir, workspace):
+    """30 steps with nothing but max_steps given: the tickets' eval templates are disjoint from the training ones
+    and there is no system prompt naming the labels. Evaluated with label-constrained decoding against the base."""
+    from runtime.samples import ticket_records
+    from tools import call_tool
+
+    write_jsonl(workspace / "train.jsonl", ticket_records(240, seed=0, system=False, part="train"))
+    write_jsonl(workspace / "eval.jsonl", ticket_records(45, seed=1, system=False, part="eval"))
+    run = call_tool("train_sft", {"train_path": "train.jsonl", "max_steps": 30, "wait": True})
+    assert run.ok and run.output["status"] == "succeeded", run.error or run.output
+    ev = call_tool("evaluate", {"eval_path": "eval.jsonl", "metrics": ["exact_match"],
+                                "candidates": [{"name": "base"}, {"name": "tuned", "adapter": run.output["adapter_path"]}]})
+    assert ev.ok, ev.error
+    em = {r["name"]: r["metrics"]["exact_match"]["value"] for r in ev.output["results"]}
+    delta = ev.output["comparisons"][0]["metrics"]["exact_match"]
+    assert em["tuned"] >= 0.8 and delta["excludes_zero"] and delta["delta"] > 0, (em, delta)
