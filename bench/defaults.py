@@ -136,9 +136,9 @@ def train_ftpilot(train: str, steps: int, extra: dict) -> str:
 
     res = call_tool("train_sft", {"model": "default", "train_path": train, "max_steps": steps, "wait": True,
                                   **extra})
-    if res.get("status") != "succeeded":
-        raise SystemExit(f"ftpilot run failed: {res}")
-    return res["adapter_path"]
+    if not res.ok or res.output["status"] != "succeeded":
+        raise SystemExit(f"ftpilot run failed: {res.error or res.output}")
+    return res.output["adapter_path"]
 
 
 def train_trl(train: str, steps: int, out: str) -> str:
@@ -175,6 +175,9 @@ def score(eval_path: str, adapters: dict[str, str], out_dir: str) -> dict:
     res = call_tool("evaluate", {
         "eval_path": eval_path, "metrics": ["exact_match"], "out_dir": out_dir, "overwrite": True,
         "candidates": [{"name": n, "adapter": a, "engine": "transformers:default"} for n, a in adapters.items()]})
+    if not res.ok:
+        raise SystemExit(f"evaluate failed: {res.error}")
+    res = res.output
     by = {r["name"]: r["metrics"]["exact_match"] for r in res["results"]}
     delta = res["comparisons"][0]["metrics"]["exact_match"]
     return {"by": by, "delta": delta, "decoding": res["decoding"]["mode"], "n": res["n"]}
@@ -195,10 +198,11 @@ def main() -> None:
     p.add_argument("--banking-train", default="/tmp/realdata/cmp/ws-before/banking_train.csv")
     p.add_argument("--banking-test", default="/tmp/realdata/cmp/ws-before/banking_test.csv")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--root", default=None, help="work folder; adapters already trained there are reused")
     a = p.parse_args()
     extra = json.loads(a.ftpilot_args)
 
-    root = Path(tempfile.mkdtemp(prefix="bench-defaults-"))
+    root = Path(a.root or tempfile.mkdtemp(prefix="bench-defaults-"))
     os.environ.update(FTPILOT_DATA_DIR=str(root / "data"), FTPILOT_WORKSPACE_ROOT=str(root))
     makers = {"routing": routing, "sentiment": sentiment, "extract": extract}
     rows_out = []
@@ -212,15 +216,19 @@ def main() -> None:
         else:
             train_rows, eval_rows = makers[name](rng, a.train_rows, a.eval_rows)
         d = root / name
-        d.mkdir()
+        d.mkdir(parents=True, exist_ok=True)
         train, evalp = d / "train.jsonl", d / "eval.jsonl"
         train.write_text("".join(json.dumps(r) + "\n" for r in train_rows))
         evalp.write_text("".join(json.dumps(r) + "\n" for r in eval_rows))
         t0 = time.time()
-        ft = train_ftpilot(str(train), a.steps, extra)
+        done = d / "ftpilot_adapter.txt"
+        ft = done.read_text() if done.exists() else train_ftpilot(str(train), a.steps, extra)
+        done.write_text(ft)
         t_ft = time.time() - t0
         t0 = time.time()
-        tr = train_trl(str(train), a.steps, str(d / "trl-adapter"))
+        tr = str(d / "trl-adapter")
+        if not (d / "trl-adapter" / "adapter_config.json").exists():
+            train_trl(str(train), a.steps, tr)
         t_trl = time.time() - t0
         s = score(str(evalp), {"trl": tr, "ftpilot": ft}, str(d / "eval"))
         load = os.getloadavg()[0]
