@@ -107,8 +107,9 @@ def test_defaults_learn_a_label_task_in_30_steps_on_held_out_phrasings(bundled_m
     write_jsonl(workspace / "eval.jsonl", ticket_records(45, seed=1, system=False, part="eval"))
     run = call_tool("train_sft", {"train_path": "train.jsonl", "max_steps": 30, "wait": True})
     assert run.ok and run.output["status"] == "succeeded", run.error or run.output
+    tuned = {"name": "tuned", "adapter": run.output["adapter_path"]}
     ev = call_tool("evaluate", {"eval_path": "eval.jsonl", "metrics": ["exact_match"],
-                                "candidates": [{"name": "base"}, {"name": "tuned", "adapter": run.output["adapter_path"]}]})
+                                "candidates": [{"name": "base"}, tuned]})
     assert ev.ok, ev.error
     em = {r["name"]: r["metrics"]["exact_match"]["value"] for r in ev.output["results"]}
     delta = ev.output["comparisons"][0]["metrics"]["exact_match"]

@@ -8,7 +8,8 @@ The rules are the fine-tuning guide's (shared/seed/fine-tuning-guide-overview.tx
 - point to retrieval when the gap is missing knowledge (well-formed but wrong open answers), not form;
 - preference tuning wants 5,000-50,000 ranked pairs; task-specific LoRA 100-500 examples.
 The baseline (zero-shot and k-shot prompting of the chosen model on the eval split) is measured with `evaluate`
-and stored; the proposed run and its time/cost estimate come from train_sft's own defaults (runtime/training/defaults.py).
+and stored; the proposed run and its time/cost estimate come from train_sft's own defaults
+(runtime/training/defaults.py).
 """
 
 from __future__ import annotations

@@ -167,7 +167,6 @@ def build_config(config_cls, args: TrainCommon, model_path: str, plan_method: st
 
     from runtime.errors import BadInput
     from runtime.planning import plan_for
-
     from runtime.training import defaults
 
     pairs = config_cls.kind == "train_dpo"  # a preference row is two sequences: half the batch

@@ -321,7 +321,8 @@ def write_trl_config(ctx: JobContext, s: Setup, command: str, method_fields: dic
         "gradient_accumulation_steps": a.gradient_accumulation_steps,
         "gradient_checkpointing": a.gradient_checkpointing, "seed": a.seed,
         "lr_scheduler_type": str(getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type)),
-        "warmup_steps": a.warmup_steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none", "max_length": cfg.max_length,
+        "warmup_steps": a.warmup_steps, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+        "max_length": cfg.max_length,
     }
     if cfg.uses_lora:
         doc.update(use_peft=True, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
