@@ -97,17 +97,29 @@ def test_recommend_proposes_the_sized_run_and_train_sft_takes_it_as_is(tiny_mode
 
 
 @pytest.mark.real
+@pytest.mark.timeout(2400)  # a few minutes on a quiet machine; 30 steps took 25 minutes at load 10 on 2 cores
 def test_defaults_learn_a_label_task_in_30_steps_on_held_out_phrasings(bundled_model_dir, workspace):
     """30 steps with nothing but max_steps given: the tickets' eval templates are disjoint from the training ones
     and there is no system prompt naming the labels. Evaluated with label-constrained decoding against the base."""
+    import contextlib
+
+    from runtime import jobs
+    from runtime.errors import BadInput
     from runtime.samples import ticket_records
     from tools import call_tool
 
     write_jsonl(workspace / "train.jsonl", ticket_records(240, seed=0, system=False, part="train"))
     write_jsonl(workspace / "eval.jsonl", ticket_records(45, seed=1, system=False, part="eval"))
-    run = call_tool("train_sft", {"train_path": "train.jsonl", "max_steps": 30, "wait": True})
-    assert run.ok and run.output["status"] == "succeeded", run.error or run.output
-    tuned = {"name": "tuned", "adapter": run.output["adapter_path"]}
+    started = call_tool("train_sft", {"train_path": "train.jsonl", "max_steps": 30})
+    assert started.ok, started.error
+    job_id = started.output["job_id"]
+    try:
+        job = jobs.wait_job(job_id)
+    finally:  # pass or fail, no job is left running
+        with contextlib.suppress(BadInput):
+            jobs.cancel_job(job_id)
+    assert job.status == "succeeded", job.error
+    tuned = {"name": "tuned", "adapter": job.result["adapter_path"]}
     ev = call_tool("evaluate", {"eval_path": "eval.jsonl", "metrics": ["exact_match"],
                                 "candidates": [{"name": "base"}, tuned]})
     assert ev.ok, ev.error
