@@ -180,10 +180,11 @@ class OpenAIEngine(Engine):
             return _failed(f"{type(e).__name__}: {e}")
 
     def _generate(self, reqs: list[ChatRequest], sampling: Sampling, *, batch_size: int | None) -> list[Completion]:
-        # The first schema request alone teaches us whether response_format works, before fanning out.
-        first = [self._safe(reqs[0], sampling)]
+        # A first schema request alone teaches us whether response_format works, before fanning out.
+        probe = self.supports_response_format is None and reqs[0].json_schema is not None
+        first = [self._safe(reqs[0], sampling)] if probe else []
         with ThreadPoolExecutor(max_workers=batch_size or self.concurrency) as pool:
-            return first + list(pool.map(lambda r: self._safe(r, sampling), reqs[1:]))
+            return first + list(pool.map(lambda r: self._safe(r, sampling), reqs[len(first):]))
 
     def close(self) -> None:
         self.client.close()
