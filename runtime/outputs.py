@@ -42,14 +42,7 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
                  what: str = "output") -> Path:
     """Resolve a person-named output path and refuse it where writing would lose or corrupt something."""
     p = resolve_path(path)
-    if in_data_dir(p):
-        raise BadInput(f"the {what} {p} is inside ftpilot's data dir (store, runs, audits, models)",
-                       hint="Write it into the workspace instead.", code="output_in_data_dir")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise BadInput(f"the {what} {p} lies under {parent}, which is a file", code="bad_output_path")
-            break
+    _check_place(p, what)
     if p.is_dir():
         raise BadInput(f"the {what} {p} is a folder", hint="Name a file inside it.", code="bad_output_path")
     for src in inputs:
@@ -59,6 +52,18 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
     if (p.exists() or p.is_symlink()) and not overwrite:
         raise BadInput(f"the {what} {p} already exists", hint=OVERWRITE_HINT, code="output_exists")
     return p
+
+
+def _check_place(p: Path, what: str, allowed: Path | None = None) -> None:
+    """Not in the data dir (unless it is `allowed`, a path the call owns there), and not under a file."""
+    if in_data_dir(p) and not (allowed is not None and same_file(p, Path(allowed))):
+        raise BadInput(f"the {what} {p} is inside ftpilot's data dir (store, runs, audits, models)",
+                       hint="Write it into the workspace instead.", code="output_in_data_dir")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInput(f"the {what} {p} lies under {parent}, which is a file", code="bad_output_path")
+            break
 
 
 def check_distinct(paths: Iterable[Path]) -> None:
@@ -198,14 +203,7 @@ def check_output_dir(path: str | Path, *, inputs: Iterable[str | Path | None] = 
     call itself owns there, such as a run's own `merged/`), never on, in or around an input, and never into an
     existing non-empty folder unless `overwrite`. `inputs` are paths the caller has already resolved and checked."""
     p = resolve_path(path)
-    if in_data_dir(p) and not (allowed is not None and same_file(p, Path(allowed))):
-        raise BadInput(f"the {what} {p} is inside ftpilot's data dir (store, runs, audits, models)",
-                       hint="Write it into the workspace instead.", code="output_in_data_dir")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise BadInput(f"the {what} {p} lies under {parent}, which is a file", code="bad_output_path")
-            break
+    _check_place(p, what, allowed)
     if p.exists() and not p.is_dir():
         raise BadInput(f"the {what} {p} is a file", hint="Name a folder.", code="bad_output_path")
     for src in inputs:

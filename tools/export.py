@@ -159,6 +159,7 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
     adapted = ref_eng.generate([ChatRequest(m, adapter=str(adapter_dir)) for m in msgs], s)
     plain = ref_eng.generate(msgs, s)
     ref_ids = [ref_eng.tokenizer(ref_eng.prompt_text(m), add_special_tokens=False)["input_ids"] for m in msgs]
+    reference_s = time.perf_counter() - t0
     try:
         with _server_for(str(merged) if mode == "merged" else base, ref_eng.dtype_name) as (st, start_s):
             model = st.model
@@ -166,10 +167,12 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
                 model = serving.ensure_adapter(serving.adapter_name(str(adapter_dir)), str(adapter_dir))
             eng = get_engine({"backend": "openai", "base_url": st.url, "model": model, "concurrency": len(msgs),
                               "structured": "prompt", "token_ids": True})
+            t1 = time.perf_counter()
             try:
                 served = eng.generate(msgs, s)
             finally:
                 eng.close()
+            served_s = time.perf_counter() - t1
     except FtpilotError as e:
         return {"verdict": "error", "mode": mode, "problems": [], "message": f"could not serve the export: "
                 f"{e.message}", "hint": e.hint, "seconds": round(time.perf_counter() - t0, 1)}
@@ -179,7 +182,8 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
                 "message": f"{len(failed)} of {len(served)} served requests failed: {failed[0]}"}
     report = compare(msgs, refs, ref_ids, adapted, plain, served, max_new_tokens)
     report.update(mode=mode, prompts_from=source, reference_dtype=ref_eng.dtype_name, served_dtype=st.dtype,
-                  server_start_s=round(start_s, 1), seconds=round(time.perf_counter() - t0, 1))
+                  reference_s=round(reference_s, 1), server_start_s=round(start_s, 1), served_s=round(served_s, 1),
+                  seconds=round(time.perf_counter() - t0, 1))
     if mode == "merged":
         report["config_diff"] = tokenizer_diff(ref_eng.tokenizer, merged, base)
     return report
