@@ -310,7 +310,8 @@ def _launch(model: str, model_path: str, adapters: dict[str, str], restarts: int
     return state
 
 
-def _wait_ready(timeout_s: float) -> ServerStatus:
+def wait_ready(timeout_s: float = 600) -> ServerStatus:
+    """Block until the server answers /health; a server that died, or stays silent past the timeout, is an error."""
     deadline = time.monotonic() + timeout_s
     while True:
         st = status()
@@ -357,7 +358,7 @@ def start(model: str = "default", adapters: dict[str, str] | None = None, wait: 
             fresh = _launch(model, model_path, adapters, dtype=dtype)
     if fresh is None and not wait:
         return status()
-    st = _wait_ready(timeout_s) if wait else status()
+    st = wait_ready(timeout_s) if wait else status()
     for name, path in adapters.items():
         if st.adapters.get(name) != path:
             ensure_adapter(name, path)
@@ -370,7 +371,7 @@ def recover(timeout_s: float = 600) -> ServerStatus:
     if st.state == "ready":
         return st
     if st.state == "starting":
-        return _wait_ready(timeout_s)
+        return wait_ready(timeout_s)
     with _lock():
         state = _read_state()
         if not state:
@@ -382,19 +383,21 @@ def recover(timeout_s: float = 600) -> ServerStatus:
         _kill(state)
         _launch(state["model"], state["model_path"], state.get("adapters") or {}, restarts=1,
                 dtype=state.get("dtype"))
-    return _wait_ready(timeout_s)
+    return wait_ready(timeout_s)
 
 
 @contextlib.contextmanager
-def scratch(model: str, *, dtype: str | None = None, timeout_s: float = 900) -> Iterator[ServerStatus]:
+def scratch(model: str, *, dtype: str | None = None, timeout_s: float = 900, wait: bool = True
+            ) -> Iterator[ServerStatus]:
     """A second, short-lived server for `model` beside the managed one, in its own state dir and on its own port;
-    inside the block, this module's functions (status, ensure_adapter, ...) act on it. It is stopped, with every
-    process it started, when the block ends; its folder (and log) stays only when the block failed."""
+    inside the block, this module's functions (status, wait_ready, ensure_adapter, ...) act on it. With `wait`
+    false it is still starting when the block begins (call `wait_ready`). It is stopped, with every process it
+    started, when the block ends; its folder (and log) stays only when the block failed."""
     folder = serve_dir() / "scratch" / uuid.uuid4().hex[:12]
     token = _SCRATCH_DIR.set(folder)
     ok = False
     try:
-        yield start(model, timeout_s=timeout_s, dtype=dtype)
+        yield start(model, timeout_s=timeout_s, dtype=dtype, wait=wait)
         ok = True
     finally:
         try:

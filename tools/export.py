@@ -151,17 +151,20 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
     if not serving.available():
         return {"verdict": "skipped", "mode": mode, "problems": [],
                 "message": "no vLLM runtime here (`make vllm` builds one): the export was not checked by serving it"}
-    msgs, refs, source = _held_out(eval_path, n)
-    ref_eng = _reference_engine(base, adapter_dir)
     from runtime.engines import ChatRequest, Sampling, get_engine
 
+    msgs, refs, source = _held_out(eval_path, n)
+    ref_eng = _reference_engine(base, adapter_dir)
     s = Sampling(max_new_tokens=max_new_tokens)
-    adapted = ref_eng.generate([ChatRequest(m, adapter=str(adapter_dir)) for m in msgs], s)
-    plain = ref_eng.generate(msgs, s)
-    ref_ids = [ref_eng.tokenizer(ref_eng.prompt_text(m), add_special_tokens=False)["input_ids"] for m in msgs]
-    reference_s = time.perf_counter() - t0
     try:
-        with _server_for(str(merged) if mode == "merged" else base, ref_eng.dtype_name) as (st, start_s):
+        with _server_for(str(merged) if mode == "merged" else base, ref_eng.dtype_name) as ready:
+            # the in-process reference runs while the server boots
+            adapted = ref_eng.generate([ChatRequest(m, adapter=str(adapter_dir)) for m in msgs], s)
+            plain = ref_eng.generate(msgs, s)
+            ref_ids = [ref_eng.tokenizer(ref_eng.prompt_text(m), add_special_tokens=False)["input_ids"]
+                       for m in msgs]
+            reference_s = time.perf_counter() - t0
+            st, start_s = ready()
             model = st.model
             if mode == "adapter":
                 model = serving.ensure_adapter(serving.adapter_name(str(adapter_dir)), str(adapter_dir))
@@ -174,7 +177,7 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
                 eng.close()
             served_s = time.perf_counter() - t1
     except FtpilotError as e:
-        return {"verdict": "error", "mode": mode, "problems": [], "message": f"could not serve the export: "
+        return {"verdict": "error", "mode": mode, "problems": [], "message": f"parity could not run: "
                 f"{e.message}", "hint": e.hint, "seconds": round(time.perf_counter() - t0, 1)}
     failed = [c.error for c in served if c.error]
     if failed:
@@ -209,17 +212,18 @@ def _reference_engine(base: str, adapter_dir: Path):
 
 @contextlib.contextmanager
 def _server_for(model_path: str, dtype: str):
-    """(status, start seconds): the managed server when it already serves `model_path`, else a scratch one in
-    the reference's dtype (the managed server, which the app uses, is left as it is)."""
+    """A function returning (status, seconds from launch to ready) once the server answers: the managed server
+    when it already serves `model_path`, else a scratch one in the reference's dtype, launched now so that it boots
+    while the caller works (the managed server, which the app uses, is left as it is)."""
     from runtime import serving
 
     st = serving.status()
     if st.state == "ready" and st.model_path == model_path:
-        yield st, 0.0
+        yield lambda: (st, 0.0)
         return
     t0 = time.perf_counter()
-    with serving.scratch(model_path, dtype=dtype) as st:
-        yield st, time.perf_counter() - t0
+    with serving.scratch(model_path, dtype=dtype, wait=False):
+        yield lambda: (serving.wait_ready(900), time.perf_counter() - t0)
 
 
 def compare(msgs: list[list[dict]], refs: list[str] | None, ref_ids: list[list[int]], adapted: list, plain: list,
