@@ -188,7 +188,9 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
                   reference_s=round(reference_s, 1), server_start_s=round(start_s, 1), served_s=round(served_s, 1),
                   seconds=round(time.perf_counter() - t0, 1))
     if mode == "merged":
-        report["config_diff"] = tokenizer_diff(ref_eng.tokenizer, merged, base)
+        report["config_diff"] = diff = tokenizer_diff(ref_eng.tokenizer, merged, base)
+        if diff:
+            report["message"] += f"; the export's {', '.join(diff)} differ from the run's (config_diff)"
     return report
 
 
