@@ -94,6 +94,21 @@ def test_export_of_a_run_merges_into_its_run_dir_and_prints_vllm_commands(tiny_i
     assert not call_tool("export_model", {}).ok
 
 
+def test_the_contract_is_kept_and_only_extended():
+    """Scripts call export_model: its name, cost, arguments and output fields of before the move stay (as they
+    were, defaults included); parity and the evaluate candidate are added."""
+    from tools.registry import get_tool
+
+    t = get_tool("export_model")
+    assert (t.module, t.cost) == ("tools.export", "cpu_job")
+    inp, out = t.input_model.model_fields, t.output_model.model_fields
+    assert {k: inp[k].default for k in ("adapter_path", "job_id", "out_dir", "name")} == {
+        "adapter_path": None, "job_id": None, "out_dir": None, "name": "ftpilot-adapter"}
+    assert {"merged_dir", "adapter_path", "base_model", "size_mb", "serve_adapter", "serve_merged"} <= set(out)
+    assert {"overwrite", "parity", "eval_path", "parity_prompts", "parity_max_tokens"} <= set(inp)
+    assert {"parity", "evaluate_candidate"} <= set(out)
+
+
 def test_printed_commands_are_shell_quoted(tiny_in_ws, workspace, tmp_path):
     """issue 8: `$(...)` in a name or path must reach vLLM as text, never run as shell."""
     folder = make_adapter(tiny_in_ws, workspace / "runs $(touch PWNED_PATH) x" / "adapter")

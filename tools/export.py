@@ -20,7 +20,6 @@ No torch import at module level.
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
 import time
 from pathlib import Path
@@ -71,8 +70,7 @@ def export_model(args: ExportModelInput) -> ExportModelOutput:
     from runtime.exporting import merge_adapter
     from runtime.outputs import check_output_dir, output_dir
 
-    adapter_dir, default_out, run_eval = _adapter_of(args)
-    base = _base_model(adapter_dir)
+    adapter_dir, base, default_out, run_eval = _adapter_of(args)
     out = check_output_dir(args.out_dir or default_out, inputs=[adapter_dir, base], overwrite=args.overwrite,
                            allowed=default_out, what="out_dir")
     with output_dir(out, overwrite=args.overwrite) as tmp:
@@ -90,10 +88,11 @@ def export_model(args: ExportModelInput) -> ExportModelOutput:
         serve_merged=f"vllm serve {q(str(out))}", parity=parity, evaluate_candidate=candidate)
 
 
-def _adapter_of(args: ExportModelInput) -> tuple[Path, Path, str | None]:
-    """(adapter dir, default out dir, the run's eval file or None)."""
-    from runtime import serving
+def _adapter_of(args: ExportModelInput) -> tuple[Path, str, Path, str | None]:
+    """(adapter dir, its base model, default out dir, the run's eval file or None). The adapter and the base model
+    its config names follow the workspace/models rule (`resolve_adapter`): an outside path is `outside_workspace`."""
     from runtime.errors import BadInput
+    from runtime.models import resolve_adapter
 
     if args.job_id:
         from runtime import jobs
@@ -103,40 +102,12 @@ def _adapter_of(args: ExportModelInput) -> tuple[Path, Path, str | None]:
         if not adapter:
             raise BadInput(f"run {args.job_id} has no adapter (status {job.status})",
                            hint="Export a succeeded LoRA/QLoRA/DPO run.")
-        return Path(serving.adapter_dir(adapter)), Path(job.run_dir) / "merged", (job.config or {}).get("eval_path")
+        adapter_dir, base = resolve_adapter(adapter)
+        return adapter_dir, base.path, Path(job.run_dir) / "merged", (job.config or {}).get("eval_path")
     if args.adapter_path:
-        adapter_dir = Path(serving.adapter_dir(args.adapter_path))
-        return adapter_dir, adapter_dir.parent / "merged", None
+        adapter_dir, base = resolve_adapter(args.adapter_path)
+        return adapter_dir, base.path, adapter_dir.parent / "merged", None
     raise BadInput("give adapter_path or job_id", hint="`ftpilot runs list` shows finished runs.")
-
-
-def _base_model(adapter_dir: Path) -> str:
-    """The base model the adapter's config names, by the workspace rule for models: the workspace, the data dir and
-    the models dir (which holds the bundled model) are readable; any other folder is `outside_workspace`."""
-    from runtime.errors import BadInput, OutsideWorkspace
-    from runtime.models import resolve_model
-    from runtime.paths import resolve_path
-    from runtime.settings import get_settings
-
-    cfg = adapter_dir / "adapter_config.json"
-    try:
-        base = json.loads(cfg.read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError) as e:
-        raise BadInput(f"{cfg} is not readable JSON: {e}", code="bad_adapter") from None
-    if not isinstance(base, str) or not base:
-        raise BadInput(f"{cfg} names no base model", code="bad_adapter")
-    ref = resolve_model(base)
-    if ref.is_local:
-        path = Path(ref.path).resolve()
-        try:
-            resolve_path(path)
-        except OutsideWorkspace:
-            if not path.is_relative_to(get_settings().resolved_models_dir.resolve()):
-                raise OutsideWorkspace(f"the adapter's base model {path} (from {cfg.name}) is outside the workspace "
-                                       "root and the models dir", hint="Copy the base model into the workspace or "
-                                       "the models dir and point the adapter at it, or set "
-                                       "FTPILOT_ALLOW_OUTSIDE_WORKSPACE=1.") from None
-    return ref.path
 
 
 # --- parity ---------------------------------------------------------------------------------------------
