@@ -161,7 +161,8 @@ def check_parity(adapter_dir: Path, base: str, merged: Path, *, mode: str, eval_
     if mode == "merged":
         report["config_diff"] = diff = tokenizer_diff(ref_eng.tokenizer, merged, base)
         if diff:
-            report["message"] += f"; the export's {', '.join(diff)} differ from the run's (config_diff)"
+            report["message"] += (f"; the export's {', '.join(diff)} {'differs' if len(diff) == 1 else 'differ'} "
+                                  "from the run's (config_diff)")
     return report
 
 
