@@ -304,3 +304,39 @@ def test_brain_build_cli_maps_every_option():
     cfg = BuildConfig(**{k: getattr(args, k) for k in BuildConfig.__dataclass_fields__})
     assert (cfg.max_steps, cfg.learning_rate, cfg.base_eval, cfg.outside_limit) == (3, 5e-4, False, 4)
     assert cfg.argv() == ["--learning-rate", "0.0005", "--max-steps", "3", "--outside-limit", "4", "--no-base-eval"]
+
+
+def test_served_router_reads_the_margin_from_logprobs():
+    """Through vLLM the label is not scored directly: the margin comes from the name tokens' logprobs, the
+    chosen token against the best alternative that still spells another label."""
+    import math
+    from types import SimpleNamespace as N
+
+    from assistant.brains.router import ServedRouter
+
+    def tok(t, p, alts=()):
+        return N(token=t, logprob=math.log(p), top_logprobs=[N(token=a, logprob=math.log(q)) for a, q in alts])
+
+    router = ServedRouter.__new__(ServedRouter)
+    router.labels = ["train_sft", "train_dpo", "audit_dataset", "chat"]
+    text = '{"name": "train_dpo", "arguments": {}}'
+    toks = [tok('{"', 1), tok("name", 1), tok('":', 1), tok(' "', 1),
+            tok("train", 0.9, [("train", 0.9), ("aud", 0.05), ("hello", 0.05)]), tok("_", 1),
+            tok("d", 0.6, [("d", 0.6), ("s", 0.35)]), tok("po", 1), tok('",', 1)]
+    p, runner, p2 = router._margin("train_dpo", text, toks)
+    assert runner == "train_sft"
+    assert p == pytest.approx(0.9 / 0.95 * 0.6 / 0.95) and p2 == pytest.approx(0.9 / 0.95 * 0.35 / 0.95)
+
+
+def test_served_envelope_schema_has_one_branch_per_label():
+    import jsonschema
+
+    from assistant.brains.router import ServedRouter, labels
+
+    tools = all_tools()
+    router = ServedRouter("http://127.0.0.1:9/v1", "m", tools, labels(tools))
+    schema = router.envelope_schema(RouteInput.for_message("train on data/a.jsonl for 30 steps"))
+    assert len(schema["anyOf"]) == len(tools) + 4
+    jsonschema.validate({"name": "train_sft", "arguments": {"train_path": "data/a.jsonl", "max_steps": 30}}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "train_sft", "arguments": {"train_path": "data/made_up.jsonl"}}, schema)

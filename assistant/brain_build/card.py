@@ -109,7 +109,9 @@ def data_card(r: dict) -> str:
              "overlap them. 80 requests written by hand in another style (assistant/brain_build/outside.jsonl) are "
              "never trained on.", "",
              "## Training", "",
-             f"LoRA r={c['lora_r']}, alpha {c['lora_alpha']}, all linear layers, learning rate {c['learning_rate']}, "
+             f"LoRA r={c['lora_r']}, alpha {c['lora_alpha']}, the linear layers of "
+             f"{'the top ' + str(c['lora_layers']) + ' decoder layers' if c.get('lora_layers') else 'every layer'}, "
+             f"learning rate {c['learning_rate']}, "
              f"batch {c['batch_size']}, {c['max_steps'] or str(c['epochs']) + ' epoch(s)'}, seed {c['seed']}; "
              f"stored in fp16 ({r['adapter']['size_mb']} MB).", "",
              "## Results", "", *accuracy_table(r), "", "Details, intervals of the differences, speed, mistakes: "

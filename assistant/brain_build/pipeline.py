@@ -39,12 +39,13 @@ class BuildConfig:
     model: str = "default"
     lora_r: int = 8
     lora_alpha: int = 16
+    lora_layers: int | None = 15  # LoRA on the top N decoder layers only: backward stops below them (~1.6x faster)
     learning_rate: float = 1e-3
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 16
     max_length: int = 192
-    val_rows: int = 48
+    val_rows: int = 32
     outside_limit: int | None = None
     latency_rows: int = 8
     base_eval: bool = True
@@ -133,6 +134,8 @@ class Build:
                 "seed": c.seed, "wait": True}
         if c.max_steps:
             args["max_steps"] = c.max_steps
+        if c.lora_layers:
+            args["lora_targets"] = top_layer_targets(c.model, c.lora_layers)
         out = self.call("train_sft", args)
         if out["status"] != "succeeded" or not out.get("adapter_path"):
             raise BuildError(f"train_sft ended {out['status']}: {out.get('error')}; log: {out.get('log_path')}")
@@ -267,6 +270,19 @@ class Build:
         _write(dest / "reproduce.sh", reproduce_sh(report))
         (dest / "reproduce.sh").chmod(0o755)
         _write(self.work / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+
+
+LINEAR = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
+
+
+def top_layer_targets(model: str, n: int) -> list[str]:
+    """The linear modules of the top `n` decoder layers (Llama naming, as the bundled model has)."""
+    from runtime.models import resolve_model
+
+    cfg = json.loads((Path(resolve_model(model).path) / "config.json").read_text())
+    layers = int(cfg.get("text_config", cfg)["num_hidden_layers"])
+    return [f"model.layers.{i}.{block}.{name}" for i in range(max(0, layers - n), layers)
+            for block, names in LINEAR.items() for name in names]
 
 
 def _write(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ project). Decoding runs on the transformers engine's loaded model (one copy of t
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -317,27 +318,7 @@ class Router:
 
     # --- grammars ---------------------------------------------------------------------------------------
     def args_schema(self, name: str, item: RouteInput) -> dict:
-        """The arguments object the router may write for `name` on this message."""
-        props: dict = {}
-        defs: dict = {}
-        if name in self.tools:
-            from tools.registry import strict_schema
-
-            params = strict_schema(self.tools[name].input_model)
-            defs = params.get("$defs", {})
-            for f in routable_fields(self.tools[name]):
-                if is_path_field(f):
-                    if item.paths:
-                        props[f] = {"type": "string", "enum": item.paths}
-                elif is_job_field(f):
-                    if item.job_ids:
-                        props[f] = {"type": "string", "enum": item.job_ids}
-                else:
-                    props[f] = _non_null(params["properties"][f])
-        schema = {"type": "object", "properties": props, "required": [], "additionalProperties": False}
-        if defs and "$ref" in json.dumps(props):
-            schema["$defs"] = defs
-        return schema
+        return args_schema(self.tools, name, item)
 
     def _grammar(self, schema: dict):
         import xgrammar as xgr
@@ -348,6 +329,31 @@ class Router:
             g = xgr.Grammar.concat(xgr.Grammar.from_ebnf('root ::= " "'), body, xgr.Grammar.from_ebnf('root ::= "}"'))
             self._grammars[key] = self._compiler.compile_grammar(g)
         return self._grammars[key]
+
+
+def args_schema(tools: dict, name: str, item: RouteInput) -> dict:
+    """The arguments object the router may write for `name` on this message: the fields a message can state,
+    paths limited to the paths the message or project names, run ids to known ids."""
+    props: dict = {}
+    defs: dict = {}
+    if name in tools:
+        from tools.registry import strict_schema
+
+        params = strict_schema(tools[name].input_model)
+        defs = params.get("$defs", {})
+        for f in routable_fields(tools[name]):
+            if is_path_field(f):
+                if item.paths:
+                    props[f] = {"type": "string", "enum": item.paths}
+            elif is_job_field(f):
+                if item.job_ids:
+                    props[f] = {"type": "string", "enum": item.job_ids}
+            else:
+                props[f] = _non_null(params["properties"][f])
+    schema = {"type": "object", "properties": props, "required": [], "additionalProperties": False}
+    if defs and "$ref" in json.dumps(props):
+        schema["$defs"] = defs
+    return schema
 
 
 def _non_null(prop: dict) -> dict:
@@ -434,6 +440,88 @@ class _Batch:
         sub.cache.batch_select_indices(rows)
         sub.mask, sub.pos = self.mask[rows], self.pos[rows]
         return sub
+
+
+# --- the same router through a served model (the managed vLLM server) -------------------------------------------
+
+class ServedRouter:
+    """The router adapter served per request by an OpenAI-compatible server (the managed vLLM server). The
+    envelope decodes under `response_format` json_schema, which vLLM enforces (its named tool_choice does not
+    constrain arguments, docs/FACTS.md): one branch per label, each with that label's arguments. The margin is
+    read from the returned logprobs: at each token of the name, the chosen token against the best alternative
+    that still spells another label (normalised over those), the smallest such margin."""
+
+    source = "served"
+
+    def __init__(self, base_url: str, model: str, tools: dict, label_names: list[str], timeout: float = 60.0):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key="not-needed", timeout=timeout, max_retries=0)
+        self.model, self.tools = model, tools
+        self.labels = [n for n in label_names if n in tools or n in REPLY_LABELS]
+
+    def envelope_schema(self, item: RouteInput) -> dict:
+        return {"anyOf": [{"type": "object", "properties": {"name": {"const": n},
+                                                             "arguments": args_schema(self.tools, n, item)},
+                           "required": ["name", "arguments"], "additionalProperties": False} for n in self.labels]}
+
+    def route(self, item: RouteInput) -> RouteResult:
+        start = time.perf_counter()
+        r = self.client.chat.completions.create(
+            model=self.model, messages=adapter_messages(item), temperature=0, max_tokens=MAX_ARG_TOKENS + 16,
+            logprobs=True, top_logprobs=5,
+            response_format={"type": "json_schema", "json_schema": {"name": "call", "strict": True,
+                                                                    "schema": self.envelope_schema(item)}})
+        choice = r.choices[0]
+        text = choice.message.content or ""
+        seconds = time.perf_counter() - start
+        try:
+            body = json.loads(text)
+            name, args = body["name"], body.get("arguments") or {}
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            cut = "cut off" if choice.finish_reason == "length" else "did not parse"
+            return RouteResult("unclear", {}, 0.0, seconds=seconds, source=self.source, text=text,
+                               error=f"the call {cut}: {e}")
+        p, runner, p2 = self._margin(name, text, choice.logprobs.content if choice.logprobs else None)
+        return RouteResult(name, args, p, runner, p2, seconds, self.source, text=text)
+
+    def route_batch(self, items: list[RouteInput], batch_size: int = 16) -> list[RouteResult]:
+        """Concurrent requests: the server batches them."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=batch_size) as pool:
+            return list(pool.map(self.route, items))
+
+    def _margin(self, name: str, text: str, tokens) -> tuple[float, str | None, float]:
+        """(p of the chosen label, the runner-up label, its p) from per-token logprobs of the name."""
+        start = text.find(f'"{name}"', text.find('"name"')) + 1
+        if not tokens or start <= 0:
+            return 1.0, None, 0.0
+        p_path, runner, p_runner, pos = 1.0, None, 0.0, 0
+        for t in tokens:
+            if pos >= start + len(name):
+                break
+            end = pos + len(t.token)
+            if end > start:   # this token writes part of the name (maybe after the opening quote)
+                lead, head = text[pos:start] if pos < start else "", text[start:pos] if pos > start else ""
+                rivals: dict[str, float] = {}
+                for alt in t.top_logprobs or []:
+                    if alt.token == t.token or not alt.token.startswith(lead):
+                        continue
+                    spelled = head + alt.token[len(lead):]
+                    other = next((lab for lab in self.labels if lab != name and spelled and (
+                        (lab + '"').startswith(spelled) or spelled.startswith(lab + '"'))), None)
+                    if other:
+                        rivals[other] = max(rivals.get(other, 0.0), math.exp(alt.logprob))
+                p_tok = math.exp(t.logprob)
+                total = p_tok + sum(rivals.values())
+                if rivals:
+                    other, p_other = max(rivals.items(), key=lambda kv: kv[1])
+                    if p_path * p_other / total > p_runner:
+                        runner, p_runner = other, p_path * p_other / total
+                p_path *= p_tok / total
+            pos = end
+        return p_path, runner, p_runner
 
 
 # --- the keyword table, as a measured baseline and fallback ------------------------------------------------
