@@ -29,7 +29,7 @@ def tag_rows(args: TagInput) -> TagOutput:  # pragma: no cover - only routed to,
     return TagOutput(done=True)
 
 
-def _rows(seed=0, per=2, held_per=1):
+def _rows(seed=0, per=10, held_per=2):
     from assistant.brain_build.data import families, held_out_families, make_rows
 
     tools = all_tools()
@@ -62,6 +62,8 @@ def test_data_covers_the_live_registry_and_holds_out_whole_families():
             TypeAdapter(tool.input_model.model_fields[k].annotation).validate_python(v)
             if k.endswith("path"):
                 assert v in r.message and v in r.paths
+    trained = {(r.meta["name"], k) for r in train for k in r.arguments}
+    assert all((r.meta["name"], k) in trained for r in heldout for k in r.arguments), "held out: new words, known fields"
     # deterministic: the same seed gives the same rows
     assert [r.record() for r in _rows()[3]] == [r.record() for r in train]
 

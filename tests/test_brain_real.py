@@ -98,7 +98,6 @@ def test_ask_proposes_audit_for_a_plain_request(bundled_model_dir, workspace):
     fin = [e for e in out["events"] if e["type"] == "ToolFinished"]
     assert fin and fin[0]["name"] == "audit_dataset" and fin[0]["arguments"]["path"] == "data/train.jsonl"
     assert fin[0]["result"]["error"]["code"] == "rejected_by_person"
-    assert [e for e in out["events"] if e["type"] == "AssistantMessage"], "the turn ends with a visible reply"
 
 
 def test_embedded_brain_answers_from_facts_and_never_crashes_on_cut_output(bundled_model_dir, workspace,

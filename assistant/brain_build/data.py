@@ -96,15 +96,32 @@ def families(tools: dict) -> dict[str, dict[str, list[str]]]:
 
 
 def held_out_families(fams: dict[str, dict[str, list[str]]], seed: int, share: float = 0.25) -> set[str]:
-    """Whole families kept out of training: about `share` of each label's families, never its last two."""
+    """Whole families kept out of training: about `share` of each label's families, never its last two, and never
+    one whose removal would leave an argument field it teaches without a training family (the held-out set
+    measures new phrasings, not fields the adapter was never shown)."""
     rng = random.Random(seed)
     held = set()
     for label in sorted(fams):
         names = sorted(fams[label])
         k = min(len(names) - 2, max(1, round(share * len(names)))) if len(names) >= 3 else (1 if label == "go_ahead" else 0)
-        for fam in rng.sample(names, k):
-            held.add(f"{label}/{fam}")
+        taught = {f: _fields(label, fams[label][f]) for f in names}
+        for fam in rng.sample(names, len(names)):
+            if len([f for f in names if f"{label}/{f}" in held]) >= k:
+                break
+            rest = set().union(*(taught[f] for f in names if f != fam and f"{label}/{f}" not in held))
+            if taught[fam] <= rest:
+                held.add(f"{label}/{fam}")
     return held
+
+
+def _fields(label: str, templates: list[str]) -> set[str]:
+    """The argument fields a family's templates can state."""
+    out = set()
+    for t in templates:
+        for slot in _SLOT.findall(t):
+            out.add(PRIMARY_PATH.get(label) if slot == "path" else COUNT_FIELD.get(label) if slot == "n"
+                    else SLOT_FIELD.get(slot))
+    return out - {None}
 
 
 # --- rendering --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
                 "any pii in my dataset?", "are there secrets or emails hiding in {path}?"],
     },
     "clean_dataset": {
-        "imperative": ["clean {path}", "clean up {path}", "remove the duplicates from {path}",
+        "imperative": ["clean {path}", "clean up {path}", "remove the duplicates from {path}", "clean {path} into {out}",
                        "fix the broken rows in {path}", "drop the bad rows from {path}", "redact the pii in {path}"],
         "question": ["can you clean {path} for me?", "could you dedupe {path}?", "can you get rid of the junk in {path}?",
                      "would you scrub {path}?"],
@@ -46,6 +46,7 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
     },
     "split_dataset": {
         "imperative": ["split {path} into train and eval", "make a train/test split of {path}",
+                       "split {path} and keep {n} rows for eval",
                        "carve out an eval set from {path}", "divide {path} into training and validation parts"],
         "fraction": ["split {path} with {frac} for eval", "hold out {frac} of {path} for evaluation",
                      "split {path}, eval fraction {frac}", "use {frac} of {path} as the test portion"],
@@ -59,6 +60,7 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
     },
     "inspect_dataset": {
         "imperative": ["show me {path}", "show a few rows of {path}", "preview {path}", "print the first rows of {path}",
+                       "show the first {n} rows of {path}",
                        "display some examples from {path}"],
         "count": ["show me {n} examples from {path}", "give me {n} rows of {path}", "print {n} samples of {path}"],
         "question": ["what does {path} look like?", "what's in {path}?", "what format is {path}?",
@@ -69,6 +71,7 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
     },
     "create_sample_dataset": {
         "imperative": ["create a sample dataset", "make me some sample data", "generate the demo dataset",
+                       "make sample data with {n} rows",
                        "set up the example task"],
         "task": ["give me the {task} sample data", "set up the sample {task} task", "create the {task} demo data"],
         "rows": ["create a sample dataset with {n} training rows", "make sample data, {n} train rows"],
@@ -131,7 +134,8 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
     "train_dpo": {
         "imperative": ["run dpo on {path}", "align the model with the preference pairs in {path}",
                        "do preference tuning on {path}", "start a dpo job"],
-        "method": ["train with {method} on {path}", "use {method} on {path}", "{method} for {steps} steps on {path}"],
+        "method": ["train with {method} on {path}", "use {method} on {path}", "{method} for {steps} steps on {path}",
+                   "{method} on {path}, beta {beta}"],
         "beta": ["dpo on {path} with beta {beta}", "preference-tune {path}, beta {beta}"],
         "question": ["can you train on my chosen/rejected pairs?", "could you align the model using {path}?",
                      "can we do dpo now?"],
@@ -140,7 +144,7 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
         "terse": ["dpo {path}", "preference training", "{method} {steps} steps", "align"],
     },
     "distill": {
-        "imperative": ["distill the model using {path}", "run distillation on {path}",
+        "imperative": ["distill the model using {path}", "run distillation on {path}", "distill {path} with {mode}",
                        "compress the model into a smaller student", "distill for {steps} steps"],
         "mode": ["distill with {mode} on {path}", "use {mode} distillation", "do {mode} kd on {path}"],
         "question": ["can you make a smaller model from this one?", "could you distil the teacher into a student?",
@@ -151,7 +155,7 @@ PHRASINGS: dict[str, dict[str, list[str]]] = {
     },
     "evaluate": {
         "imperative": ["evaluate the model", "evaluate on {path}", "run the evaluation", "score the fine-tuned "
-                       "model on {path}", "evaluate the new adapter"],
+                       "model on {path}", "evaluate the new adapter", "evaluate on {n} rows of {path}"],
         "compare": ["compare the adapter with the base model", "how much better is the tuned model than the base?",
                     "benchmark the new model against the original", "compare base and fine-tuned on {path}"],
         "limit": ["evaluate on the first {n} rows of {path}", "quick eval on {n} examples", "evaluate {n} rows"],
