@@ -57,11 +57,13 @@ class Plan:
 class EmbeddedBrain:
     kind = "embedded"
 
-    def __init__(self, model: str = "default", router_adapter: str | Path | None = ROUTER_DIR):
+    def __init__(self, model: str = "default", router_adapter: str | Path | None = ROUTER_DIR, serve: bool = False):
         self.model_name = model
         self.model = model
         self.router_adapter = router_adapter
+        self.serve = serve                 # also start the managed vLLM server and route through it when up
         self.router: Router | None = None
+        self.local: Router | None = None   # the in-process router (answers while vLLM starts, and after it fails)
         self.fallback: str | None = None   # why the keyword table routes instead of the adapter
         self.ready = False
         self.state = "not loaded"
@@ -89,17 +91,50 @@ class EmbeddedBrain:
             self.fallback = "no router adapter installed (`ftpilot brain build` makes one)"
         else:
             try:
-                self.router = Router(adapter, self.model_name)
+                self.router = self.local = Router(adapter, self.model_name)
                 self.router.load()
             except Exception as e:  # noqa: BLE001 - e.g. an adapter for another base model: say so, keep working
-                self.router, self.fallback = None, f"the router adapter did not load ({type(e).__name__}: {e})"
+                self.router = self.local = None
+                self.fallback = f"the router adapter did not load ({type(e).__name__}: {e})"
         self.state = "ready" if self.router else f"ready, keyword routing: {self.fallback}"
         self.ready = True
+        if self.serve and self.router is not None:
+            import threading
+
+            self.state = "starting vLLM (in-process answers meanwhile)"
+            threading.Thread(target=self._start_server, daemon=True, name="brain-vllm").start()
+
+    def _start_server(self) -> None:
+        """Start (or join) the managed vLLM server, serve the router adapter on it, then route through it."""
+        try:
+            from runtime import serving
+
+            st = serving.start(self.model_name, wait=True)
+            name = serving.ensure_adapter("ftpilot-router", str(_data_copy(Path(self.router_adapter))))
+            from assistant.brains.router import ServedRouter
+
+            self.router = ServedRouter(st.url, name, self.local.tools, self.local.labels)
+            self.state = f"ready (vLLM at {st.url})"
+        except Exception as e:  # noqa: BLE001 - any failure leaves the in-process router working, and says so
+            self.state = f"ready, in-process: vLLM could not start ({type(e).__name__}: {str(e)[:200]})"
 
     def describe(self) -> str:
         speed = f", {self.last.tokens_per_s:.1f} tok/s" if self.last and self.last.tokens else ""
-        how = "router adapter" if self.router else "keyword routing"
-        return f"embedded · {self.model} · {how} · CPU{speed}"
+        how = ("router adapter via vLLM" if self.router is not None and self.router is not self.local
+               else "router adapter" if self.router else "keyword routing")
+        starting = " · starting vLLM" if self.state.startswith("starting") else ""
+        return f"embedded · {self.model} · {how}{starting} · CPU{speed}"
+
+    def _route(self, items: list[RouteInput]) -> list[RouteResult]:
+        """Through vLLM when it serves the router; in-process when it does not (or stops answering mid-turn)."""
+        router = self.router
+        if router is not None and router is not self.local:
+            try:
+                return router.route_batch(items)
+            except Exception as e:  # noqa: BLE001 - openai.APIError and friends: fall back, say so
+                self.router = self.local
+                self.state = f"ready, in-process: vLLM stopped answering ({type(e).__name__})"
+        return self.local.route_batch(items)
 
     # --- a turn -----------------------------------------------------------------------------------------
     def stream(self, req: TurnRequest) -> Iterator[TextDelta | TurnEnd]:
@@ -147,7 +182,7 @@ class EmbeddedBrain:
                 yield from self._end(content, [_call(name, call_args)], start, "plan from the router")
                 return
         item = RouteInput.for_message(text, project)
-        res = self.router.route(item) if self.router else regex_route(item, tools)
+        res = self._route([item])[0] if self.router else regex_route(item, tools)
         note = (f"router: {res.name} p={res.p_best:.2f}" + (f", runner-up {res.runner_up} p={res.p_runner_up:.2f}"
                                                               if res.runner_up else "")
                 if self.router else f"keyword routing ({self.fallback}): {res.name}")
@@ -198,7 +233,7 @@ class EmbeddedBrain:
         clauses = [c.strip(" ,.") for c in CLAUSES.split(text) if c and c.strip(" ,.")]
         if self.router is None or len(clauses) < 2 or len(clauses) > MAX_PLAN_STEPS:
             return None
-        results = self.router.route_batch([RouteInput.for_message(c, project) for c in clauses])
+        results = self._route([RouteInput.for_message(c, project) for c in clauses])
         names = [r.name for r in results]
         if any(r.error or r.name not in tools or r.margin < CLARIFY_MARGIN for r in results) or \
                 any(a == b for a, b in zip(names, names[1:])):
@@ -322,6 +357,22 @@ class EmbeddedBrain:
         from tools.registry import all_tools
 
         return {n: t for n, t in all_tools().items() if n in by_name}
+
+
+def _data_copy(adapter: Path) -> Path:
+    """The shipped adapter copied into the data dir once (per content), where the server may read it whatever
+    the workspace root is."""
+    import shutil
+
+    from runtime.paths import data_subdir, sha256_file
+
+    dest = data_subdir("brain") / f"router-{sha256_file(adapter / 'adapter_model.safetensors')[:12]}"
+    if not (dest / "adapter_config.json").exists():
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(adapter, tmp, ignore=shutil.ignore_patterns("report.*", "*.md", "*.sh"))
+        tmp.replace(dest)
+    return dest
 
 
 def _last_user(messages: list[dict]) -> tuple[int, str]:
