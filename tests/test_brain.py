@@ -342,3 +342,17 @@ def test_served_envelope_schema_has_one_branch_per_label():
     jsonschema.validate({"name": "train_sft", "arguments": {"train_path": "data/a.jsonl", "max_steps": 30}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "train_sft", "arguments": {"train_path": "data/made_up.jsonl"}}, schema)
+
+
+def test_evaluate_against_a_few_shot_prompt_adds_that_candidate():
+    from assistant.workflow import Project
+
+    p = Project()
+    p.add_dataset("samples/train.jsonl", "train", "create_sample_dataset")
+    p.add_dataset("samples/eval.jsonl", "eval", "create_sample_dataset")
+    p.runs.append({"job_id": "5d4c3b2a1f0e", "tool": "train_sft", "status": "succeeded", "adapter_path": "r/adapter"})
+    text = "evaluate the run against the base model and a few-shot prompt"
+    brain = _brain({text: RouteResult("evaluate", {}, 0.95)})
+    (call,) = _turn(brain, _req(text, p)).tool_calls
+    names = [c.get("name") for c in call.parsed()["candidates"]]
+    assert names == ["base", "tuned", "3-shot"] and call.parsed()["eval_path"] == "samples/eval.jsonl"

@@ -222,8 +222,12 @@ class EmbeddedBrain:
         args = {**req.context.get("prefill", {}).get(name, {}), **canonical(get_tool(name), routed)}
         if name == "recommend_strategy" and not args.get("task"):
             args["task"] = text.strip()[:300]   # the person's own words describe the task
-        if name == "evaluate" and not args.get("candidates"):
-            args["candidates"] = [{"model": project.base_model, "name": "base"}]
+        if name == "evaluate":
+            args["candidates"] = list(args.get("candidates") or [{"model": project.base_model, "name": "base"}])
+            shots = re.search(r"\b(\d+|few)[- ]?shot", text, re.I)
+            if shots and args.get("train_path"):   # "against a few-shot prompt": the prompt is a candidate too
+                k = int(shots.group(1)) if shots.group(1).isdigit() else 3
+                args["candidates"].append({"model": project.base_model, "few_shot": k, "name": f"{k}-shot"})
         need = [f for f, fi in model.model_fields.items() if fi.is_required() and args.get(f) in (None, "", [])]
         return args, need
 
