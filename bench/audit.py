@@ -1,15 +1,18 @@
 """Benchmark: the full audit of 100,000 chat records (~60 tokens each), and MinHash libraries side by side.
 
-    .venv/bin/python bench/audit.py [--rows 100000] [--exact]
+    .venv/bin/python bench/audit.py [--rows 100000] [--exact] [--baseline OTHER_CHECKOUT]
 
 Prints rows/s, wall time and peak RSS of `audit_dataset`, then MinHash signature throughput of datasketch and
-rensa on the same word 3-gram shingles (datasketch on a subset: it is ~50x slower). Not a test.
+rensa on the same word 3-gram shingles (datasketch on a subset: it is ~50x slower). With `--baseline` (another
+checkout of ftpilot, e.g. `git archive main | tar -x -C /tmp/base`) it also times the same audit of the same file
+with that code and with this code, alternating, in fresh processes, and prints the ratio. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import os
 import random
 import resource
@@ -87,11 +90,31 @@ def bench_minhash(path: Path, subset: int) -> dict:
             "speedup": round((n / t_rensa) / (k / t_ds), 1)}
 
 
+_TIME_AUDIT = ("import json, time; from tools import call_tool; call_tool('audit_dataset', {'path': 'warm.jsonl'}); "
+               "t = time.perf_counter(); r = call_tool('audit_dataset', {'path': 'chat.jsonl'}); "
+               "print(json.dumps({'ok': r.ok, 'wall_s': time.perf_counter() - t}))")
+
+
+def side_by_side(tmp: Path, baseline: Path, rounds: int = 2) -> dict:
+    """The same audit with the baseline's code and this checkout's, alternating, each in a fresh process."""
+    here = Path(__file__).resolve().parents[1]
+    walls: dict[str, list[float]] = {"baseline": [], "this": []}
+    for i in range(rounds):
+        for name, code in (("baseline", baseline), ("this", here)):
+            env = {**os.environ, "PYTHONPATH": str(code), "FTPILOT_DATA_DIR": str(tmp / f"data-{name}-{i}")}
+            out = subprocess.run([sys.executable, "-c", _TIME_AUDIT], cwd=code, env=env, capture_output=True,
+                                 text=True, check=True).stdout.strip().splitlines()[-1]
+            walls[name].append(round(json.loads(out)["wall_s"], 2))
+    best = {k: min(v) for k, v in walls.items()}
+    return {"wall_s": walls, "this_over_baseline": round(best["this"] / best["baseline"], 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--exact", action="store_true", help="also time exact token counts for every row")
     ap.add_argument("--minhash-subset", type=int, default=5_000)
+    ap.add_argument("--baseline", type=Path, help="another ftpilot checkout to time side by side")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -100,7 +123,7 @@ def main() -> None:
             import platformdirs
 
             os.environ["FTPILOT_MODELS_DIR"] = str(Path(platformdirs.user_data_dir("ftpilot")) / "models")
-        from runtime.dataio import write_jsonl
+        from runtime.outputs import write_jsonl
         from tools import call_tool
 
         path = write_jsonl(tmp / "chat.jsonl", make_records(a.rows))
@@ -125,6 +148,8 @@ def main() -> None:
             res = call_tool("audit_dataset", {"path": "chat.jsonl", "exact_token_counts": True})
             print(json.dumps({"exact_token_counts_wall_s": round(time.perf_counter() - t, 2),
                               "tokens": res.output["summary"]["tokens"]}))
+        if a.baseline:
+            print(json.dumps({"side_by_side": side_by_side(tmp, a.baseline.resolve())}, indent=1))
         print(json.dumps({"minhash": bench_minhash(path, a.minhash_subset)}, indent=1))
         print("MinHash choice: rensa (batched Rust signatures + LSH), by the speed measured above.")
 

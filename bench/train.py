@@ -75,7 +75,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="ftpilot-bench-"))
     os.environ.update(FTPILOT_DATA_DIR=str(root / "data"), FTPILOT_WORKSPACE_ROOT=str(root))
     from runtime.models import resolve_model
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     model_dir = resolve_model("default").path
     train = write_jsonl(root / "train.jsonl", ticket_records(a.steps * a.batch, seed=0))

@@ -1,14 +1,21 @@
 """Sample tasks with known answers: demo data for a first run, and the data the real-run tests learn.
 
 `tickets`: support tickets to one of three labels, in TRL's conversational format. Deterministic per seed,
-varied in wording so that memorising rows does not help on the held-out split.
+varied in wording so that memorising rows does not help on the held-out split. `part="train"` and `part="eval"`
+draw from disjoint templates (7 and 3 of each label's 10), so a train/eval pair made that way shares no template
+and the audit finds no contamination between them.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
+from typing import Literal
+
+from runtime.outputs import write_jsonl
+
+Part = Literal["all", "train", "eval"]
+EVAL_TEMPLATES = 3  # the last templates of each label, held out for part="eval"
 
 TICKET_LABELS = ("billing", "technical", "shipping")
 TICKET_SYSTEM = "Classify the support ticket. Answer with exactly one word: billing, technical, or shipping."
@@ -57,18 +64,23 @@ _PREFIXES = ["", "Hi, ", "Hello, ", "Hey there. ", "Good morning. ", "Urgent: ",
 _SUFFIXES = ["", " Thanks.", " Thank you!", " Please advise.", " This is frustrating.", " Regards, Sam."]
 
 
-def ticket_text(rng: random.Random, label: str) -> str:
-    body = rng.choice(_TEMPLATES[label]).format(p=rng.choice(_PRODUCTS), n=rng.randint(2, 400))
+def _templates(label: str, part: Part) -> list[str]:
+    t = _TEMPLATES[label]
+    return t[:-EVAL_TEMPLATES] if part == "train" else t[-EVAL_TEMPLATES:] if part == "eval" else t
+
+
+def ticket_text(rng: random.Random, label: str, part: Part = "all") -> str:
+    body = rng.choice(_templates(label, part)).format(p=rng.choice(_PRODUCTS), n=rng.randint(2, 400))
     return rng.choice(_PREFIXES) + body + rng.choice(_SUFFIXES)
 
 
-def ticket_records(n: int, seed: int = 0, system: bool = True) -> list[dict]:
+def ticket_records(n: int, seed: int = 0, system: bool = True, part: Part = "all") -> list[dict]:
     """n conversational records, labels balanced round-robin, no two identical texts."""
     rng = random.Random(seed)
     rows, seen = [], set()
     while len(rows) < n:
         label = TICKET_LABELS[len(rows) % len(TICKET_LABELS)]
-        text = ticket_text(rng, label)
+        text = ticket_text(rng, label, part)
         if text in seen:
             continue
         seen.add(text)
@@ -78,24 +90,16 @@ def ticket_records(n: int, seed: int = 0, system: bool = True) -> list[dict]:
     return rows
 
 
-def ticket_preference_records(n: int, seed: int = 0) -> list[dict]:
+def ticket_preference_records(n: int, seed: int = 0, part: Part = "all") -> list[dict]:
     """Conversational preference pairs: the right label is chosen, a wrong one rejected."""
     rng = random.Random(seed + 7919)
     out = []
-    for row in ticket_records(n, seed):
+    for row in ticket_records(n, seed, part=part):
         prompt, label = row["messages"][:-1], row["messages"][-1]["content"]
         wrong = rng.choice([x for x in TICKET_LABELS if x != label])
         out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": label}],
                     "rejected": [{"role": "assistant", "content": wrong}]})
     return out
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
 def write_split(folder: Path, rows: list[dict], n_train: int, prefix: str = "") -> tuple[Path, Path]:

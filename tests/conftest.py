@@ -80,7 +80,8 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
 @pytest.fixture(scope="session")
 def ticket_task(tmp_path_factory, bundled_model_dir) -> dict:
     """The sample ticket task (240 train / 60 eval rows) written once for the session's real runs."""
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     root = tmp_path_factory.mktemp("ticket-task")
     rows = ticket_records(300, seed=0)

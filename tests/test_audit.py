@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from runtime.dataio import write_jsonl
+from runtime.outputs import write_jsonl
 from runtime.samples import ticket_preference_records, ticket_records
 from tools import call_tool
 
@@ -60,8 +60,8 @@ def planted(workspace, bundled_model_dir):
                                            rows[3]["messages"][1]["content"])),
         "near_duplicate_a": json.dumps(chat(" ".join(base40), "ok fine")),
         "near_duplicate": json.dumps(chat(" ".join(edited), "ok fine")),
-        "pii": json.dumps(chat("mail me at jane.doe@example.com or call +1 415-555-0132 from 10.0.0.12",
-                               "card 4111 1111 1111 1111 and key sk-abcdefghijklmnopqrstuvwx1234")),
+        "pii": json.dumps(chat("mail me at jane.doe@example.com or call +1 415-555-0132 from 81.2.69.160",
+                               "card 4556 7375 8689 9855 and key sk-abcdefghijklmnopqrstuvwx1234")),
         "refusal": json.dumps(chat(sentence(rng, 12), "I'm sorry, but I can't help with that request.")),
         "contamination": json.dumps(chat("eval text " + sentence(random.Random(5), 30), "the eval answer")),
     }

@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 
-from runtime.dataio import write_jsonl
+from runtime.outputs import write_jsonl
 from runtime.samples import ticket_records
 from tools import call_tool
 
@@ -81,7 +81,7 @@ def test_clean_imports_alpaca_and_refuses_to_overwrite(workspace, bundled_model_
     assert res.ok, res.error
     assert read(res.output["out_path"])[0] == chat("Say 0", "0") and res.output["reasons"] == {"converted": 5}
     bad = call_tool("clean_dataset", {"path": "a.jsonl", "out_path": "a.jsonl"})
-    assert not bad.ok and bad.error["code"] == "bad_input"
+    assert not bad.ok and bad.error["code"] == "output_is_input"
 
 
 def test_clean_drops_contaminated_rows(workspace, bundled_model_dir):
@@ -161,7 +161,7 @@ def test_split_halves_pass_the_contamination_audit(workspace, bundled_model_dir)
     eval; split_dataset groups them, so auditing train against eval finds no contamination."""
     write_jsonl(workspace / "all.jsonl", ticket_records(300, seed=0))
     for seed in (0, 1):
-        s = call_tool("split_dataset", {"path": "all.jsonl", "eval_fraction": 0.2, "seed": seed})
+        s = call_tool("split_dataset", {"path": "all.jsonl", "eval_fraction": 0.2, "seed": seed, "overwrite": seed > 0})
         assert s.ok, s.error
         audit = call_tool("audit_dataset", {"path": s.output["train_path"], "eval_path": s.output["eval_path"]})
         assert audit.ok, audit.error

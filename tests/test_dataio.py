@@ -8,6 +8,7 @@ import pytest
 
 from runtime import dataio
 from runtime.errors import BadInput
+from runtime.outputs import write_jsonl
 
 MSGS = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
@@ -28,7 +29,7 @@ def test_every_file_type_reads_the_same_records(tmp_path):
     from datasets import Dataset
 
     rows = [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(5)]
-    dataio.write_jsonl(tmp_path / "a.jsonl", rows)
+    write_jsonl(tmp_path / "a.jsonl", rows)
     (tmp_path / "a.json").write_text(json.dumps(rows))
     (tmp_path / "a.csv").write_text("prompt,completion\n" + "".join(f"q{i},a{i}\n" for i in range(5)))
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
@@ -108,20 +109,21 @@ def test_json_array_errors_are_clear(tmp_path):
 
 
 def test_write_jsonl_round_trip(tmp_path):
-    p = dataio.write_jsonl(tmp_path / "x" / "o.jsonl", [{"text": "é"}])
-    assert [r for _, r in dataio.iter_records(p)] == [{"text": "é"}] and not (tmp_path / "x" / "o.jsonl.partial").exists()
+    p = write_jsonl(tmp_path / "x" / "o.jsonl", [{"text": "é"}])
+    assert [r for _, r in dataio.iter_records(p)] == [{"text": "é"}] and sorted(x.name for x in p.parent.iterdir()) \
+        == ["o.jsonl"]
 
 
 def test_load_dataset_for_training(workspace):
     rows = [{"instruction": f"Say {i}", "input": "", "output": str(i)} for i in range(4)]
-    dataio.write_jsonl(workspace / "a.jsonl", rows)
+    write_jsonl(workspace / "a.jsonl", rows)
     ds = dataio.load_dataset(workspace / "a.jsonl")
     assert len(ds) == 4 and ds[1]["messages"] == [{"role": "user", "content": "Say 1"},
                                                   {"role": "assistant", "content": "1"}]
     native = [{"messages": MSGS}] * 3
-    dataio.write_jsonl(workspace / "n.jsonl", native)
+    write_jsonl(workspace / "n.jsonl", native)
     assert dataio.load_dataset(workspace / "n.jsonl").to_list() == native
-    dataio.write_jsonl(workspace / "n.jsonl", native[:2])  # same name, new content: no stale cache
+    write_jsonl(workspace / "n.jsonl", native[:2], overwrite=True)  # same name, new content: no stale cache
     assert len(dataio.load_dataset(workspace / "n.jsonl")) == 2
     (workspace / "bad.jsonl").write_text(json.dumps({"messages": MSGS}) + "\n{oops\n")
     with pytest.raises(BadInput, match="row 1"):

@@ -79,7 +79,7 @@ def copy_task_rows(n: int, seed: int = 0) -> list[dict]:
 
 
 def test_recommends_prompting_when_few_shot_already_scores(workspace, bundled_model_dir):
-    from runtime.samples import write_jsonl
+    from runtime.outputs import write_jsonl
 
     rows = copy_task_rows(150)
     write_jsonl(workspace / "train.jsonl", rows[:120])
@@ -96,7 +96,8 @@ def test_recommends_prompting_when_few_shot_already_scores(workspace, bundled_mo
 
 
 def test_synthetic_from_10_seeds_passes_the_audit(workspace, bundled_model_dir):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     seeds = write_jsonl(workspace / "seeds.jsonl", ticket_records(10, seed=5))
     before = seeds.read_bytes()

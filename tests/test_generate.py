@@ -8,7 +8,8 @@ from tools import call_tool
 
 
 def _seeds(ws, n=10):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     return write_jsonl(ws / "seeds.jsonl", ticket_records(n, seed=5))
 

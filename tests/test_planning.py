@@ -58,7 +58,8 @@ def test_plan_shrinks_batch_then_checkpoints_then_quantizes(bundled_model_dir, w
 
 
 def test_plan_training_tool_reads_token_stats(bundled_model_dir, workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     write_jsonl(workspace / "t.jsonl", ticket_records(50))
     res = call_tool("plan_training", {"model": "default", "train_path": "t.jsonl", "method": "qlora",
@@ -80,7 +81,8 @@ def test_plan_training_tool_reads_token_stats(bundled_model_dir, workspace):
     {"method": "full", "batch_size": 4},
 ])
 def test_estimate_within_25_percent_of_measured_peak_rss(bundled_model_dir, workspace, spec):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     write_jsonl(workspace / "train.jsonl", ticket_records(24, seed=5))
     res = call_tool("train_sft", {"model": "default", "train_path": "train.jsonl", "max_steps": 2, "wait": True,

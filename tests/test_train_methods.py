@@ -40,7 +40,8 @@ def test_preference_methods_run_as_jobs(tiny_model_dir, pref_task, spec):
 
 
 def test_dpo_rejects_sft_data_with_a_hint(tiny_model_dir, workspace):
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     write_jsonl(workspace / "sft.jsonl", ticket_records(8))
     res = call_tool("train_dpo", {"model": str(tiny_model_dir), "train_path": "sft.jsonl", "max_steps": 1,

@@ -89,7 +89,8 @@ def test_qlora_learns_with_much_less_model_memory(ticket_task, ticket_sft_run, i
 
 
 def test_dpo_raises_preference_accuracy_on_held_out_pairs(workspace):
-    from runtime.samples import ticket_preference_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_preference_records
 
     rows = ticket_preference_records(200, seed=11)
     write_jsonl(workspace / "pref_train.jsonl", rows[:160])

@@ -88,12 +88,10 @@ def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
 # --- prompts ------------------------------------------------------------------------------------------
 
 def label_set(refs: list[str]) -> list[str] | None:
-    """The answers form a label set when few distinct normalised values repeat (classification)."""
-    norm = [normalize(r) for r in refs]
-    counts = Counter(norm)
-    if len(counts) <= MAX_LABELS and len(counts) <= max(2, len(norm) // 2) and all(c >= 2 for c in counts.values()):
-        return sorted(counts)
-    return None
+    """The answers form a label set by runtime.labels' rule (one rule for audit, split and evaluation)."""
+    from runtime.labels import label_set as decide
+
+    return decide(refs, key=normalize)
 
 
 def select_shots(pool: list[Example], k: int, seed: int = 0) -> list[Example]:

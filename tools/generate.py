@@ -95,7 +95,7 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
     from runtime.engines import ChatRequest, Sampling, get_engine
     from runtime.errors import BadInput
     from runtime.paths import resolve_path, sha256_file
-    from runtime.samples import write_jsonl
+    from runtime.outputs import write_jsonl
     from tools import _evalcore as ec
     from tools._prompts import load_prompt
     from tools.registry import call_tool
@@ -236,7 +236,7 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
             else:
                 accepted.append({"prompt": p, "completion": a, "provenance": prov})
     counts["written"] = len(accepted)
-    write_jsonl(out, accepted)
+    write_jsonl(out, accepted, overwrite=True)  # the old behaviour; refusing is the generation tool's call
     manifest = out.with_name(out.stem + ".manifest.json")
     order = ["generated", "schema_valid", "length_ok", "not_echo", "not_duplicate"] + (["judge_passed"] if judge else []) + \
         ["written"]

@@ -95,7 +95,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
 
     from runtime.errors import BadInput
     from runtime.paths import data_subdir, resolve_path, sha256_file
-    from runtime.samples import write_jsonl
+    from runtime.outputs import write_jsonl
     from tools import _evalcore as ec
     from tools.registry import call_tool
 
@@ -116,8 +116,8 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
                            hint="Give an eval_path, or collect more examples (the guide: 100+).")
         rows = [json.loads(x) for x in train_file.read_text(encoding="utf-8").splitlines() if x.strip()]
         n_eval = min(60, max(5, len(rows) // 5))
-        eval_file = write_jsonl(work / "heldout_eval.jsonl", rows[-n_eval:])
-        shots_file = write_jsonl(work / "heldout_train.jsonl", rows[:-n_eval])
+        eval_file = write_jsonl(work / "heldout_eval.jsonl", rows[-n_eval:], overwrite=True)
+        shots_file = write_jsonl(work / "heldout_train.jsonl", rows[:-n_eval], overwrite=True)
         missing.append(f"a separate eval split: the last {n_eval} rows of the train file were held out for this "
                        "measurement")
     evals = ec.load_examples(eval_file, args.eval_limit)

@@ -11,7 +11,6 @@ import json
 import random
 import re
 import time
-import unicodedata
 from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -21,16 +20,19 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from runtime import dataio
+from runtime.content import SEVERE_KINDS, find_pii, is_placeholder, is_refusal, redact_pii
 from runtime.errors import BadInput
+from runtime.labels import decide_labels, is_short
+from runtime.labels import normalize_label as normalize  # what exact_duplicate compares
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 CHECKS = ("invalid_json", "schema", "role_order", "empty_turn", "too_long", "exact_duplicate", "near_duplicate",
-          "contamination", "pii", "refusal", "label_imbalance", "preference_identical", "preference_empty",
-          "length_bias")
+          "contamination", "pii", "refusal", "placeholder", "label_imbalance", "preference_identical",
+          "preference_empty", "length_bias")
 NUM_PERM, NUM_BANDS = 128, 32
 SHINGLE = 3
 CHUNK = 2048
-REFUSAL_WINDOW = 2_000  # refusals open an answer: only the first characters of the assistant text are searched
+MAX_DISTINCT_ANSWERS = 100_000  # more distinct short answers than this are not a label set (bounds memory)
 MAX_WORDS = 20_000  # near-duplicate and contamination checks read at most this many words of one record
 
 
@@ -44,8 +46,9 @@ class Thresholds(BaseModel):
     contamination_ngram: int = Field(13, ge=4, le=200, description="a train record sharing a word n-gram this long "
                                      "with an eval record is contaminated")
     contamination_similarity: float = Field(0.75, ge=0.3, le=1.0, description="or a MinHash Jaccard at least this")
-    label_max_classes: int = Field(30, ge=2, le=1000, description="final answers form a label set when there are at "
-                                   "most this many distinct ones (each at most 5 words)")
+    label_max_classes: int | None = Field(None, ge=2, description="an optional ceiling on the number of labels; "
+                                          "short final answers that mostly repeat form a label set whatever their "
+                                          "number (runtime.labels)")
     label_imbalance_ratio: float = Field(4.0, ge=1.0, description="warn when the most common label is this many "
                                          "times the least common")
     length_bias: float = Field(0.7, gt=0.5, le=1.0, description="warn when chosen is >10% longer (or shorter) than "
@@ -103,94 +106,6 @@ def safe_text(s: str) -> str:
         return s
     except UnicodeEncodeError:
         return s.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def normalize(text: str) -> str:
-    """NFKC, case folding, whitespace collapsed: what exact_duplicate compares."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def luhn_ok(digits: str) -> bool:
-    total, alt = 0, False
-    for ch in reversed(digits):
-        d = ord(ch) - 48
-        if alt:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-        alt = not alt
-    return total % 10 == 0
-
-
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
-_SECRET_LITERALS = ("sk-", "sk_live_", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza", "eyJ", "-----BEGIN")
-_SECRET_WORDS = ("api", "secret", "passw", "token")
-
-
-def _secret_hint(text: str) -> bool:
-    """Cheap substring tests (memchr speed) before the secret patterns run."""
-    if any(k in text for k in _SECRET_LITERALS):
-        return True
-    low = text.lower()
-    return any(k in low for k in _SECRET_WORDS)
-
-_SECRET = re.compile(
-    r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{20,}"
-    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})"
-    r"|-----BEGIN (?:RSA |EC |OPENSSH |DSA )?PRIVATE KEY-----"
-    r"|(?i:\b(?:api[_-]?key|secret|password|passwd|access[_-]?token|auth[_-]?token)\b\s*[:=]\s*['\"]?"
-    r"[A-Za-z0-9_\-./+]{8,})")
-# digit runs long enough to be a card, an IP or a phone number; the precise patterns run inside them only
-_DIGITS = re.compile(r"[+(]?\d[\d .()+-]{5,}\d")
-_NUMBERS = re.compile(
-    r"(?P<card>(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-]))"
-    r"|(?P<ip>(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.]))"
-    r"|(?P<phone>(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{3}\)|\d{3})[ .-]\d{3}[ .-]\d{4}(?!\d)"
-    r"|(?<![\w+])\+\d{1,3}[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){2,3}(?!\d))"
-)
-
-
-def find_pii(text: str) -> list[tuple[str, int, int]]:
-    """(kind, start, end) spans of emails, secrets, Luhn-valid card numbers, IPv4 addresses and phone numbers."""
-    out = []
-    if "@" in text:
-        out += [("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
-    if _secret_hint(text):
-        out += [("secret", m.start(), m.end()) for m in _SECRET.finditer(text)]
-    for span in _DIGITS.finditer(text):
-        lo, hi = max(0, span.start() - 1), min(len(text), span.end() + 1)
-        for m in _NUMBERS.finditer(text, lo, hi):
-            kind = m.lastgroup
-            if kind == "card":
-                digits = re.sub(r"\D", "", m.group())
-                if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
-                    continue
-            out.append((kind, m.start(), m.end()))
-    out.sort(key=lambda x: x[1])
-    merged: list[tuple[str, int, int]] = []
-    for item in out:  # drop spans inside an earlier one (a phone number inside a secret)
-        if merged and item[1] < merged[-1][2]:
-            continue
-        merged.append(item)
-    return merged
-
-
-def redact_pii(text: str) -> tuple[str, Counter]:
-    spans = find_pii(text)
-    kinds: Counter = Counter()
-    for kind, start, end in reversed(spans):
-        text = text[:start] + f"[{kind.upper()}]" + text[end:]
-        kinds[kind] += 1
-    return text, kinds
-
-
-_REFUSAL = re.compile(
-    r"\b(?:as an ai(?: language model)?|i(?:'m| am) (?:sorry|afraid),? but i (?:can(?:'|no)t|cannot|am unable|won't)"
-    r"|i (?:can(?:'|no)?t|cannot|won't|am unable to|am not able to) (?:help|assist|provide|comply|do that|fulfil)"
-    r"|i must (?:decline|refuse)|(?:that|this) (?:request )?(?:goes|is) against my (?:guidelines|programming))",
-    re.IGNORECASE)
 
 
 # --- the analysis ------------------------------------------------------------------------------------
@@ -401,12 +316,14 @@ def _check_messages(msgs: list[dict], f: dict[str, Finding], row: int, *, sft_en
 
 def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default", max_tokens: int | None = None,
             thresholds: Thresholds | None = None, exact_token_counts: bool = False, check_tokens: bool = True,
-            ) -> Analysis:
-    """Run every check over ``path`` (and ``eval_path`` for contamination). Streams; see module docstring."""
+            columns: dict[str, str] | None = None) -> Analysis:
+    """Run every check over ``path`` (and ``eval_path`` for contamination). Streams; see module docstring.
+    ``columns`` maps the file's column names onto TRL's fields (``runtime.dataio.apply_columns``)."""
     th = thresholds or Thresholds()
     t0 = time.perf_counter()
     kind_file = dataio.file_kind(path)
-    fmt = dataio.detect_format(path)
+    seekable = kind_file == "jsonl" and not dataio.is_gzip(path)
+    fmt = dataio.detect_format(path, columns=columns)
     kind = dataio.kind_of(fmt)
     templated = fmt not in ("text", "prompt_completion", "preference")
     f: dict[str, Finding] = {c: Finding(c, "warning") for c in CHECKS}
@@ -422,8 +339,9 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
     pii_kinds: Counter = Counter()
     label_counts: Counter = Counter()
     label_index: dict[str, int] = {}
-    label_rows: list[int] = []  # label id per row position in facts.label
     labels_possible = kind == "sft"
+    placeholders: dict[int, str] = {}   # row -> its placeholder answer
+    refusals = Counter()                # chosen / rejected / both (preference data)
     pref_longer = pref_shorter = pref_pairs = 0
     pref_long_rows: list[int] = []
     pref_short_rows: list[int] = []
@@ -452,7 +370,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
         facts.word_ids.extend(ids)
         facts.word_offsets.append(len(facts.word_ids))
 
-    items = dataio.iter_records(path, with_offsets=kind_file == "jsonl")
+    items = dataio.iter_records(path, with_offsets=seekable, columns=columns)
     for item in items:
         row, rec = item[0], item[1]
         facts.n += 1
@@ -460,7 +378,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
         facts.valid.append(0)
         facts.label.append(-1)
         if isinstance(rec, dataio.RecordError):
-            if rec.kind == "not_object":
+            if rec.kind in ("not_object", "schema"):
                 f["schema"].add(row, rec.message, rec.line)
             else:
                 f["invalid_json"].add(row, rec.message + (f" | {rec.preview}" if rec.preview else ""), rec.line)
@@ -488,8 +406,9 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
             ok = _check_messages(msgs, f, row, sft_end=True)
             content_parts = [m["content"] for m in msgs if m["role"] not in ("system", "developer")]
             full_key = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in msgs)
-            assistant_text = "\n".join(m["content"] for m in msgs if m["role"] == "assistant")
             final = msgs[-1]["content"] if msgs and msgs[-1]["role"] == "assistant" else None
+            if final is not None and is_refusal(final):  # the answer being trained, not earlier turns
+                f["refusal"].add(row, final[:160])
             render_conv, nseg = msgs, len(msgs)
             if not templated:
                 render_conv = [{"role": "", "content": rec.get("prompt", "")}, {"role": "", "content": rec.get(
@@ -523,7 +442,15 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                 c_text, r_text]
             full_key = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in prompt) + "\x1d" + c_text + \
                 "\x1d" + r_text
-            assistant_text, final = c_text, None
+            final = None
+            c_final, r_final = (chosen[-1]["content"] if chosen else ""), (rejected[-1]["content"] if rejected else "")
+            c_ref, r_ref = is_refusal(c_final), is_refusal(r_final)
+            if c_ref or r_ref:
+                refusals["both" if c_ref and r_ref else "chosen" if c_ref else "rejected"] += 1
+            if c_ref:  # the answer being reinforced refuses
+                f["refusal"].add(row, "chosen: " + c_final[:160] + ("" if r_ref else " | rejected complies"))
+            if is_placeholder(c_final) and c_final.strip():
+                placeholders[row] = normalize(c_final)
             longer = chosen if len(c_text) >= len(r_text) else rejected
             render_conv, nseg = prompt + longer, len(prompt) + len(longer)
             if not templated:
@@ -534,7 +461,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
             if not text.strip():
                 f["empty_turn"].add(row, "text is empty")
                 ok = False
-            content_parts, full_key, assistant_text, final = [text], text, "", None
+            content_parts, full_key, final = [text], text, None
             render_conv, nseg = [{"role": "", "content": text}], 1
         joined = "\n".join(content_parts)
         norm = normalize(joined)
@@ -550,19 +477,13 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                 pii_rows.add(row)
                 f["pii"].add(row, f"{kind_}: {joined[start:end][:4]}…")
             pii_kinds[kind_] += 1
-        m = _REFUSAL.search(assistant_text, 0, REFUSAL_WINDOW) if assistant_text else None
-        if m:
-            f["refusal"].add(row, assistant_text[max(0, m.start() - 20): m.end() + 40])
+        if final is not None and final.strip() and is_placeholder(final):
+            placeholders[row] = normalize(final)
         if labels_possible and final is not None:
             lab = normalize(final)
-            if len(lab.split()) <= 5 and len(lab) <= 60:
-                if lab not in label_index:
-                    label_index[lab] = len(label_index)
-                    if len(label_index) > th.label_max_classes:
-                        labels_possible = False
-                if labels_possible:
-                    label_counts[lab] += 1
-                    facts.label[row] = label_index[lab]
+            if is_short(lab) and len(label_index) < MAX_DISTINCT_ANSWERS:
+                facts.label[row] = label_index.setdefault(lab, len(label_index))
+                label_counts[lab] += 1
             else:
                 labels_possible = False
         facts.valid[row] = 1 if ok else 0
@@ -573,7 +494,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
             if len(chunk_convs) >= CHUNK:
                 flush_chunk()
     flush_chunk()
-    del label_rows, template_errors
+    del template_errors
     n = facts.n
     if n == 0:
         raise BadInput(f"{path.name} holds no records (it is empty)", hint="Check the file; nothing to audit.")
@@ -587,7 +508,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
         token_stats = tk.stats()
         over = sorted(r for r, c in tk.counted.items() if c > tk.max_tokens)
         if over:
-            prompt_tokens = _prompt_tokens(path, over, tk, fmt, templated)
+            prompt_tokens = _prompt_tokens(path, over, tk, templated, columns)
             lost = 0
             for r in over:
                 p = prompt_tokens.get(r)
@@ -607,7 +528,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
     eval_info: dict = {}
     ev_words = ev_offsets = None
     if eval_path is not None:
-        ev_words, ev_offsets, eval_info = _eval_words(eval_path, vocab)
+        ev_words, ev_offsets, eval_info = _eval_words(eval_path, vocab, columns)
     clusters, cross = _near_duplicates(facts, th, ev_words, ev_offsets)
     for root, members in clusters.items():
         for r in members[1:]:
@@ -636,8 +557,8 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
     labels = [lab for lab, _ in sorted(label_index.items(), key=lambda kv: kv[1])]
     valid_rows = sum(facts.valid)
     label_summary = None
-    if labels_possible and label_counts and sum(label_counts.values()) >= th.min_rows_for_stats \
-            and len(label_counts) >= 2 and sum(label_counts.values()) >= 0.9 * valid_rows:
+    if labels_possible and sum(label_counts.values()) >= max(th.min_rows_for_stats, 0.9 * valid_rows) \
+            and decide_labels(label_counts, th.label_max_classes):
         label_summary = dict(label_counts.most_common())
         (top, top_n), (low, low_n) = label_counts.most_common(1)[0], label_counts.most_common()[-1]
         if top_n >= th.label_imbalance_ratio * low_n:
@@ -653,6 +574,9 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
         for r in range(n):
             facts.label[r] = -1
         labels = []
+    for r, value in placeholders.items():
+        if not label_summary or value not in label_summary:  # "none" can be a real class
+            f["placeholder"].add(r, value)
     if kind == "preference" and pref_pairs + 0 >= th.min_rows_for_stats:
         total = pref_pairs + len(f["preference_identical"].rows)
         share_long, share_short = pref_longer / max(total, 1), pref_shorter / max(total, 1)
@@ -665,7 +589,7 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                           "a reward for length, not quality")
             fb.details = {"chosen_longer": share_long, "chosen_shorter": share_short}
 
-    _add_previews(path, kind_file, facts, f)
+    _add_previews(path, seekable, facts, f, columns)
 
     # --- messages ------------------------------------------------------------------------------------
     msg = {
@@ -679,17 +603,27 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                           f"{SHINGLE}-grams)",
         "contamination": "train records that overlap the eval set: evaluation on it would be inflated",
         "pii": "personal data or secrets: " + ", ".join(f"{k} x{v}" for k, v in pii_kinds.most_common()),
-        "refusal": "assistant turns that refuse (the model would learn to refuse)",
+        "refusal": "final answers that open by refusing (the model would learn to refuse)" if kind != "preference"
+                   else f"chosen answers that refuse ({refusals['chosen']} of them against a complying rejected "
+                   f"answer): in harmlessness data refusing is the behaviour wanted; elsewhere the model would "
+                   f"learn to refuse",
+        "placeholder": "answers that stand for no answer (\"<nooutput>\", \"N/A\", ...): the model would learn to "
+                       "write them",
         "preference_identical": "pairs whose chosen and rejected are the same (no signal)",
         "preference_empty": "pairs with an empty chosen or rejected answer",
     }
     for c, m in msg.items():
         if not f[c].message:
             f[c].message = m
-    if pii_kinds.keys() & {"secret", "card"}:
+    if pii_kinds.keys() & set(SEVERE_KINDS):
         f["pii"].severity = "error"
+    elif set(pii_kinds) == {"card_test"}:
+        f["pii"].severity = "info"  # documented test card numbers (tutorial data), never redacted
     if f["pii"].rows:
         f["pii"].details = {"kinds": dict(pii_kinds)}
+    if kind == "preference" and f["refusal"].rows:
+        f["refusal"].severity = "info"
+        f["refusal"].details = {"pairs": dict(refusals)}
     if f["empty_turn"].details.get("empty_assistant_rows"):
         f["empty_turn"].severity = "error"
     if f["near_duplicate"].rows:
@@ -706,9 +640,10 @@ def analyze(path: Path, *, eval_path: Path | None = None, model: str = "default"
                     too_long, pii_rows, labels, tk.max_tokens if tk else int(max_tokens or 0))
 
 
-def _prompt_tokens(path: Path, rows: list[int], tk: Tokenizing, fmt: str, templated: bool) -> dict[int, int]:
+def _prompt_tokens(path: Path, rows: list[int], tk: Tokenizing, templated: bool, columns: dict[str, str] | None
+                   ) -> dict[int, int]:
     """Tokens before the last assistant turn (with the generation prompt) for the given rows."""
-    recs = fetch_records(path, rows)
+    recs = fetch_records(path, rows, columns)
     texts, keep = [], []
     for r in rows:
         rec = recs.get(r)
@@ -767,14 +702,15 @@ def preview(rec: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _add_previews(path: Path, kind_file: str, facts: RowFacts, findings: dict[str, Finding]) -> None:
+def _add_previews(path: Path, seekable: bool, facts: RowFacts, findings: dict[str, Finding],
+                  columns: dict[str, str] | None) -> None:
     rows = {ex["row"] for fi in findings.values() if fi.check != "invalid_json" for ex in fi.examples}
     if not rows:
         return
-    if kind_file == "jsonl":
-        recs = dataio.read_jsonl_at(path, {r: facts.offsets[r] for r in rows})
+    if seekable:
+        recs = dataio.read_jsonl_at(path, {r: facts.offsets[r] for r in rows}, columns)
     else:
-        recs = fetch_records(path, sorted(rows))
+        recs = fetch_records(path, sorted(rows), columns)
     for fi in findings.values():
         for ex in fi.examples:
             rec = recs.get(ex["row"])
@@ -782,13 +718,13 @@ def _add_previews(path: Path, kind_file: str, facts: RowFacts, findings: dict[st
                 ex["preview"] = preview(rec)
 
 
-def fetch_records(path: Path, rows: list[int]) -> dict[int, Any]:
-    """The records at the given indices: by byte offset for JSONL, by one streaming pass otherwise."""
+def fetch_records(path: Path, rows: list[int], columns: dict[str, str] | None = None) -> dict[int, Any]:
+    """The records at the given indices, by one streaming pass."""
     wanted = set(rows)
     if not wanted:
         return {}
     out = {}
-    for item in dataio.iter_records(path):
+    for item in dataio.iter_records(path, columns=columns):
         if item[0] in wanted:
             out[item[0]] = item[1]
             if len(out) == len(wanted):
@@ -796,11 +732,11 @@ def fetch_records(path: Path, rows: list[int]) -> dict[int, Any]:
     return out
 
 
-def _eval_words(eval_path: Path, vocab: dict[str, int]):
+def _eval_words(eval_path: Path, vocab: dict[str, int], columns: dict[str, str] | None):
     import numpy as np
 
     words, offsets, n, bad = [], [0], 0, 0
-    for _, rec in dataio.iter_records(eval_path):
+    for _, rec in dataio.iter_records(eval_path, columns=columns):
         n += 1
         text = ""
         if isinstance(rec, dict):

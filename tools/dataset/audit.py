@@ -9,8 +9,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.dataset._analyze import CHECKS, SEVERITY_ORDER, Analysis, Thresholds, analyze
+from tools.dataset._analyze import CHECKS, SEVERITY_ORDER, Analysis, Thresholds, analyze, safe_text
 from tools.registry import ToolInput, tool
+
+COLUMNS_FIELD = Field(None, description="map ftpilot roles (prompt, completion, system, chosen, rejected) to your "
+                      "file's column names, e.g. {\"prompt\": \"text\", \"completion\": \"category\"}; default: "
+                      "detect the layout")
 
 
 class AuditDatasetInput(ToolInput):
@@ -21,6 +25,7 @@ class AuditDatasetInput(ToolInput):
     thresholds: Thresholds = Field(default_factory=Thresholds, description="check thresholds (documented defaults)")
     exact_token_counts: bool = Field(False, description="tokenize every row (slower) instead of only the rows whose "
                                      "byte length could exceed max_tokens plus a seeded 2,000-row sample")
+    columns: dict[str, str] | None = COLUMNS_FIELD
 
 
 class FindingOut(BaseModel):
@@ -71,9 +76,15 @@ def recommendations(a: Analysis, has_eval: bool) -> list[str]:
     if f["pii"]:
         rec.append(f"Redact personal data and secrets in {f['pii']} row(s): clean_dataset with redact_pii=true; "
                    "rotate any real keys found.")
-    if f["refusal"]:
+    if f["refusal"] and a.kind == "preference":
+        rec.append(f"{f['refusal']} chosen answer(s) refuse: in harmlessness preference data that is the behaviour "
+                   "wanted, keep them; drop them (drop_refusals=true) only if the model should answer such prompts.")
+    elif f["refusal"]:
         rec.append(f"Review {f['refusal']} refusal(s); drop them unless refusing is the behaviour you want "
                    "(drop_refusals=true).")
+    if f["placeholder"]:
+        rec.append(f"Drop {f['placeholder']} placeholder answer(s) such as \"<nooutput>\" or \"N/A\" "
+                   "(clean_dataset drops them by default: drop_placeholders=true).")
     if f["label_imbalance"]:
         rec.append("Balance the labels (more examples of the rare ones, e.g. synthesize them) and use a stratified "
                    "split (split_dataset does this).")
@@ -172,7 +183,7 @@ def run_audit(args: AuditDatasetInput) -> tuple[Analysis, dict]:
     path = resolve_path(args.path, must_exist=True)
     eval_path = resolve_path(args.eval_path, must_exist=True) if args.eval_path else None
     a = analyze(path, eval_path=eval_path, model=args.model, max_tokens=args.max_tokens,
-                thresholds=args.thresholds, exact_token_counts=args.exact_token_counts)
+                thresholds=args.thresholds, exact_token_counts=args.exact_token_counts, columns=args.columns)
     counts = {"error": 0, "warning": 0, "info": 0}
     findings = findings_list(a)
     for fi in findings:
@@ -196,12 +207,15 @@ def audit_dataset(args: AuditDatasetInput) -> AuditDatasetOutput:
 class InspectDatasetInput(ToolInput):
     path: str = Field(description="the data file or `datasets` save dir, in the workspace")
     examples: int = Field(3, ge=0, le=20, description="how many rows to show")
+    columns: dict[str, str] | None = COLUMNS_FIELD
 
 
 class InspectDatasetOutput(BaseModel):
     path: str
     format: str
     kind: str
+    layout: str = Field(description="which layout was recognised, in words (and which columns it reads)")
+    columns: dict[str, str] | None = Field(None, description="role -> column the layout reads (given or detected)")
     rows: int
     malformed: int
     fields: list[str]
@@ -216,28 +230,34 @@ def inspect_dataset(args: InspectDatasetInput) -> InspectDatasetOutput:
 
     t0 = time.perf_counter()
     path = resolve_path(args.path, must_exist=True)
-    fmt = dataio.detect_format(path)
+    fmt = dataio.detect_format(path, columns=args.columns)
     rows = malformed = 0
     fields: dict[str, None] = {}
     examples = []
+    first = None  # the first record of the file's layout, to name its columns
     for _, rec in dataio.iter_records(path):
         rows += 1
         if isinstance(rec, dataio.RecordError):
             malformed += 1
             continue
+        if first is None and (args.columns or dataio.record_format(rec) == fmt):
+            first = rec
         if len(fields) < 50:
             fields.update(dict.fromkeys(rec))
         if len(examples) < args.examples:
             examples.append(_shorten(rec))
-    return InspectDatasetOutput(path=str(path), format=fmt, kind=dataio.kind_of(fmt), rows=rows, malformed=malformed,
-                                fields=list(fields), examples=examples, seconds=round(time.perf_counter() - t0, 3))
+    layout, columns = dataio.describe_layout(fmt, first, dataio.check_columns(args.columns))
+    return InspectDatasetOutput(path=str(path), format=fmt, kind=dataio.kind_of(fmt), layout=layout, columns=columns,
+                                rows=rows, malformed=malformed, fields=list(fields), examples=examples,
+                                seconds=round(time.perf_counter() - t0, 3))
 
 
 def _shorten(v: Any, limit: int = 400) -> Any:
     if isinstance(v, str):
+        v = safe_text(v)  # lone surrogates would break the JSON output
         return v if len(v) <= limit else v[:limit] + f"… ({len(v)} chars)"
     if isinstance(v, list):
         return [_shorten(x, limit) for x in v[:20]]
     if isinstance(v, dict):
-        return {k: _shorten(x, limit) for k, x in list(v.items())[:30]}
+        return {safe_text(str(k)): _shorten(x, limit) for k, x in list(v.items())[:30]}
     return v

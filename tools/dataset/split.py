@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from runtime.errors import BadInput
 from tools.dataset._analyze import Analysis, Thresholds, _long_ngrams, analyze
+from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
 
@@ -23,6 +24,8 @@ class SplitDatasetInput(ToolInput):
                                 "beside the input")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="near_duplicate sets which rows are "
                                    "grouped (kept on the same side)")
+    overwrite: bool = Field(False, description="replace existing train/eval files (needs approval)")
+    columns: dict[str, str] | None = COLUMNS_FIELD
 
 
 class SplitDatasetOutput(BaseModel):
@@ -41,21 +44,54 @@ class SplitDatasetOutput(BaseModel):
       cost="cpu_job")
 def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
     from runtime import dataio
+    from runtime.outputs import OutputSet, check_distinct, check_output, json_line
     from runtime.paths import resolve_path
 
     path = resolve_path(args.path, must_exist=True)
     out_dir = resolve_path(args.out_dir) if args.out_dir else path.parent
+    stem = Path(path.name.removesuffix(".gz")).stem
+    outs = [check_output(out_dir / f"{stem}.{side}.jsonl", inputs=[path], overwrite=args.overwrite)
+            for side in ("train", "eval")]
+    check_distinct(outs)
     th = args.thresholds
     # group a little more loosely than the contamination check looks, so that auditing the two halves against each
     # other finds no overlap: near-duplicates 0.1 below its similarity, and rows sharing a contamination n-gram
     group_th = th.model_copy(update={"near_duplicate": max(0.3, min(th.near_duplicate,
                                                                     th.contamination_similarity) - 0.1)})
-    a = analyze(path, thresholds=group_th, check_tokens=False)
+    a = analyze(path, thresholds=group_th, check_tokens=False, columns=args.columns)
     skipped = set(a.findings["invalid_json"].rows) | set(a.findings["schema"].rows)
     usable = [r for r in range(a.rows) if r not in skipped]
     if len(usable) < 2:
         raise BadInput(f"{path.name} has {len(usable)} usable row(s); a split needs at least 2")
+    groups = _groups(a, usable, th.contamination_ngram)
+    target_total = args.eval_rows if args.eval_rows else max(1, round(args.eval_fraction * len(usable)))
+    if target_total >= len(usable):
+        raise BadInput(f"eval_rows={target_total} leaves nothing to train on ({len(usable)} usable rows)")
+    label_of = {g: int(a.facts.label[g]) for g in groups}
+    stratified = args.stratify and bool(a.labels) and all(v >= 0 for v in label_of.values())
+    eval_set = _choose_eval(groups, label_of if stratified else {g: -1 for g in groups}, target_total,
+                            random.Random(args.seed))
+    n = Counter()
+    counts: dict[str, Counter] = defaultdict(Counter)
+    with OutputSet(overwrite=args.overwrite) as files:
+        handles = {"train": files.open(outs[0]), "eval": files.open(outs[1])}
+        for row, rec in dataio.iter_records(path):  # the person's own layout, unconverted
+            if row in skipped or not isinstance(rec, dict):
+                continue
+            side = "eval" if row in eval_set else "train"
+            handles[side].write(json_line(rec))
+            n[side] += 1
+            if a.labels and a.facts.label[row] >= 0:
+                counts[a.labels[a.facts.label[row]]][side] += 1
+    return SplitDatasetOutput(
+        train_path=str(outs[0]), eval_path=str(outs[1]), train_rows=n["train"], eval_rows=n["eval"],
+        skipped_rows=sorted(skipped), stratified=stratified,
+        labels={k: {"train": v["train"], "eval": v["eval"]} for k, v in counts.items()} if counts else None,
+        duplicate_groups=sum(1 for m in groups.values() if len(m) > 1), seed=args.seed)
 
+
+def _groups(a: Analysis, usable: list[int], ngram: int) -> dict[int, list[int]]:
+    """Rows that must stay on one side (copies, near-copies, rows sharing an n-gram), keyed by their first row."""
     parent: dict[int, int] = {}
 
     def root(r: int) -> int:
@@ -71,63 +107,37 @@ def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
 
     for r, first in a.dup_of.items():
         union(r, first)
-    for x, y in _shared_ngram_pairs(a, th.contamination_ngram):
+    for x, y in _shared_ngram_pairs(a, ngram):
         union(x, y)
     groups: dict[int, list[int]] = defaultdict(list)
     for r in usable:
         groups[root(r)].append(r)
-    target_total = args.eval_rows if args.eval_rows else max(1, round(args.eval_fraction * len(usable)))
-    if target_total >= len(usable):
-        raise BadInput(f"eval_rows={target_total} leaves nothing to train on ({len(usable)} usable rows)")
-    label_of = {g: int(a.facts.label[g]) for g in groups}
-    stratified = args.stratify and bool(a.labels) and all(v >= 0 for v in label_of.values())
-    rng = random.Random(args.seed)
-    order = sorted(groups)
-    rng.shuffle(order)
+    return groups
+
+
+def _choose_eval(groups: dict[int, list[int]], label_of: dict[int, int], total: int, rng: random.Random) -> set[int]:
+    """Whole groups for eval, in seeded order, up to each label's share of `total` (largest remainder, so the
+    shares add up to `total`)."""
     per_label: Counter = Counter()
     for g, members in groups.items():
-        per_label[label_of[g] if stratified else -1] += len(members)
-    targets = {lab: round(target_total * n / len(usable)) for lab, n in per_label.items()}
-    if not stratified:
-        targets = {-1: target_total}
+        per_label[label_of[g]] += len(members)
+    rows = sum(per_label.values())
+    quota = {lab: total * k / rows for lab, k in per_label.items()}
+    targets = {lab: int(q) for lab, q in quota.items()}
+    for lab in sorted(quota, key=lambda x: (targets[x] - quota[x], x))[:total - sum(targets.values())]:
+        targets[lab] += 1
+    order = sorted(groups)
+    rng.shuffle(order)
     taken: Counter = Counter()
     eval_set: set[int] = set()
     for g in order:
-        lab = label_of[g] if stratified else -1
-        size = len(groups[g])
+        lab, size = label_of[g], len(groups[g])
         if taken[lab] + size <= targets[lab]:
             eval_set.update(groups[g])
             taken[lab] += size
     if not eval_set:  # every group larger than the target: take the smallest one
-        g = min(order, key=lambda x: len(groups[x]))
-        eval_set.update(groups[g])
-    stem = path.stem
-    train_path, eval_path = out_dir / f"{stem}.train.jsonl", out_dir / f"{stem}.eval.jsonl"
-    if path.resolve() in (train_path.resolve(), eval_path.resolve()):
-        raise BadInput("the split would overwrite its input", hint="Give another out_dir.")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_train = n_eval = 0
-    counts: dict[str, Counter] = defaultdict(Counter)
-    tmp_t, tmp_e = train_path.with_name(train_path.name + ".partial"), eval_path.with_name(eval_path.name + ".partial")
-    with open(tmp_t, "w", encoding="utf-8") as ft, open(tmp_e, "w", encoding="utf-8") as fe:
-        for row, rec in dataio.iter_records(path):
-            if row in skipped or not isinstance(rec, dict):
-                continue
-            side = "eval" if row in eval_set else "train"
-            (fe if side == "eval" else ft).write(json.dumps(rec, ensure_ascii=False) + "\n")
-            if side == "eval":
-                n_eval += 1
-            else:
-                n_train += 1
-            if a.labels and a.facts.label[row] >= 0:
-                counts[a.labels[a.facts.label[row]]][side] += 1
-    tmp_t.replace(train_path)
-    tmp_e.replace(eval_path)
-    return SplitDatasetOutput(
-        train_path=str(train_path), eval_path=str(eval_path), train_rows=n_train, eval_rows=n_eval,
-        skipped_rows=sorted(skipped), stratified=stratified,
-        labels={k: {"train": v["train"], "eval": v["eval"]} for k, v in counts.items()} if counts else None,
-        duplicate_groups=sum(1 for m in groups.values() if len(m) > 1), seed=args.seed)
+        eval_set.update(groups[min(order, key=lambda x: len(groups[x]))])
+    return eval_set
 
 
 def _shared_ngram_pairs(a: Analysis, n: int) -> list[tuple[int, int]]:
