@@ -89,7 +89,8 @@ def _ask(workspace, *args):
 
 def test_ask_proposes_audit_for_a_plain_request(bundled_model_dir, workspace):
     """The issue's own words: the router picks audit_dataset with the path (not approved here: --yes is absent)."""
-    from runtime.samples import ticket_records, write_jsonl
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
 
     (workspace / "data").mkdir()
     write_jsonl(workspace / "data" / "train.jsonl", ticket_records(20, seed=0))
