@@ -262,4 +262,5 @@ def _row(label: str, fam: str, template: str, tools: dict, rng: random.Random, r
     name = project.next_step().tool if label == "go_ahead" else label
     item = RouteInput.for_message(message, project)
     return Row(rid, label, f"{label}/{fam}", fam.rstrip("0123456789"), message, item.context, item.paths,
-               item.job_ids, args, call_text(name, args, surface), slipped, {"name": name})
+               item.job_ids, args, call_text(name, args, surface), slipped,
+               {"name": name, "project": project.model_dump(mode="json")})

@@ -8,9 +8,9 @@ Arguments are compared as calls (`router.canonical`: defaults dropped, numbers b
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from assistant.brains.router import RouteInput, RouteResult, canonical
+from assistant.brains.router import RouteInput, RouteResult, canonical, routable_fields
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
 
@@ -25,16 +25,17 @@ class Case:
     family: str = ""
     style: str = ""
     typo: bool = False
+    project: dict = field(default_factory=dict)   # the project state the request was made in
 
     def to_dict(self) -> dict:
         return {"message": self.item.message, "context": self.item.context, "paths": self.item.paths,
                 "job_ids": self.item.job_ids, "name": self.name, "arguments": self.arguments,
-                "family": self.family, "style": self.style, "typo": self.typo}
+                "family": self.family, "style": self.style, "typo": self.typo, "project": self.project}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Case":
         return cls(RouteInput(d["message"], d["context"], d["paths"], d["job_ids"]), d["name"], d["arguments"],
-                   d.get("family", ""), d.get("style", ""), d.get("typo", False))
+                   d.get("family", ""), d.get("style", ""), d.get("typo", False), d.get("project") or {})
 
 
 def outside_cases(path) -> list[Case]:
@@ -55,16 +56,28 @@ def outside_cases(path) -> list[Case]:
             p.runs.append({"job_id": job, "tool": tool, "status": status})
         for key in spec.get("done", []):
             p.done[key] = "2026-01-01T00:00:00+00:00"
-        cases.append(Case(RouteInput.for_message(d["message"], p), d["name"], d["arguments"], "outside", "outside"))
+        cases.append(Case(RouteInput.for_message(d["message"], p), d["name"], d["arguments"], "outside", "outside",
+                          project=p.model_dump(mode="json")))
     return cases
 
 
 def correct(case: Case, res: RouteResult, tools: dict) -> tuple[bool, bool]:
-    """(right tool, right tool and exactly the expected arguments)."""
+    """(right tool, right call): the call the brain would make, the routed arguments over what the project
+    knows, equals the expected one. A path the person did not say but the project holds anyway is no error."""
     if res.name != case.name or res.error:
         return False, False
     tool = tools.get(case.name)
-    return True, canonical(tool, res.arguments) == canonical(tool, case.arguments)
+    return True, effective(tool, res.arguments, case.project) == effective(tool, case.arguments, case.project)
+
+
+def effective(tool, arguments: dict, project: dict) -> dict:
+    from assistant.workflow import Project
+
+    if tool is None:
+        return {}
+    known = Project.model_validate(project or {}).prefill(tool.input_model)
+    fields = routable_fields(tool)
+    return canonical(tool, {**{k: v for k, v in known.items() if k in fields}, **arguments})
 
 
 def score(cases: list[Case], results: list[RouteResult], tools: dict, bootstrap: int = 1000, seed: int = 0) -> dict:

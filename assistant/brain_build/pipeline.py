@@ -107,7 +107,8 @@ class Build:
         train, heldout = make_rows(self.tools, self.cfg.seed, self.cfg.per_family, held, self.cfg.per_held_family)
         routing = write_jsonl(self.work / "routing.jsonl", [r.record() for r in train])
         held_path = write_jsonl(self.work / "heldout.jsonl", [r.record() for r in heldout])
-        cases = [ev.Case(r.route_input(), r.meta["name"], r.arguments, r.family, r.style, r.typo) for r in heldout]
+        cases = [ev.Case(r.route_input(), r.meta["name"], r.arguments, r.family, r.style, r.typo, r.meta["project"])
+                 for r in heldout]
         by_prompt = {(r.context, r.message): r for r in train}
         return {"routing": str(routing), "heldout": str(held_path), "rows": len(train), "heldout_rows": len(heldout),
                 "families": sum(len(v) for v in fams.values()), "held_families": sorted(held),

@@ -50,6 +50,7 @@ PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
 MAX_ARG_TOKENS = 64
 SCORE_CHUNK = 96          # candidate sequences per scoring pass (bounds the logits tensor)
+EXPAND = 3                # labels are scored in full only for the most likely first name tokens
 
 
 def is_path_field(name: str) -> bool:
@@ -74,15 +75,13 @@ def labels(tools: dict) -> list[str]:
 
 
 def project_line(project) -> str:
-    """The router's system line: what the project holds, in as few tokens as possible."""
+    """The router's system line: what the project holds, in few tokens. Paths and run ids stay out of it (the
+    router writes only values the message states; the project's own values reach it as allowed values)."""
     parts = []
-    for role in ("train", "eval", "preferences"):
-        if (p := project.latest_dataset(role)):
-            parts.append(f"{role} data {p}")
+    data = [role for role in ("train", "eval", "preferences") if project.latest_dataset(role)]
+    parts.append(("data: " + ", ".join(data)) if data else "no data yet")
     if (run := project.latest_run()):
-        parts.append(f"latest run {run.get('job_id')} ({run.get('tool')}, {run.get('status')})")
-    if not project.datasets:
-        parts.append("no data yet")
+        parts.append(f"latest run {run.get('tool')} {run.get('status')}")
     parts.append(f"next step {project.next_step().tool}")
     return "Project: " + "; ".join(parts)
 
@@ -182,6 +181,7 @@ class Router:
         self._engine = None
         self._compiler = None
         self._grammars: dict[str, object] = {}
+        self._shared: _Batch | None = None    # the base prompt's tool list, computed once
 
     @property
     def source(self) -> str:
@@ -226,11 +226,7 @@ class Router:
         prompts = [tok(eng.prompt_text(self.messages(it)) + PREFIX, add_special_tokens=False)["input_ids"]
                    for it in items]
         with eng.hold(self.adapter) as lm:
-            batch = _Batch(lm, tok.pad_token_id)
-            shared = _common_prefix(prompts)
-            if shared:
-                batch.append([prompts[0][:shared]])
-                batch.expand(len(items))
+            batch, shared = self._start_batch(lm, prompts)
             first = torch.log_softmax(batch.append([p[shared:] for p in prompts]), -1)
             probs = torch.softmax(self._score(batch, first), -1)
             top = probs.topk(min(2, len(self.labels)), -1)
@@ -254,25 +250,49 @@ class Router:
                                        seconds, self.source, err, text))
         return results
 
+    def _start_batch(self, lm, prompts: list[list[int]]) -> tuple["_Batch", int]:
+        """A batch holding the prompt start every row shares (the base prompt's tool list), computed once per
+        router and copied per batch; returns it and the shared length."""
+        tok = self._engine.tokenizer
+        if self.adapter or not prompts:
+            return _Batch(lm, tok.pad_token_id), 0
+        system = self.messages(RouteInput(""))[:1]
+        ids = tok(tok.apply_chat_template(system, tokenize=False), add_special_tokens=False)["input_ids"]
+        if not all(p[:len(ids)] == ids and len(p) > len(ids) for p in prompts):
+            return _Batch(lm, tok.pad_token_id), 0
+        if self._shared is None:
+            self._shared = _Batch(lm, tok.pad_token_id)
+            self._shared.append([ids])
+        batch = self._shared.select([0] * len(prompts))
+        batch.lm = lm   # the engine may have wrapped its model since (PEFT): use the one held now
+        return batch, len(ids)
+
     def _score(self, batch: "_Batch", first):
-        """Log-probability of each label's tokens after the prompt, shape (rows, labels)."""
+        """Log-probability of each label after the prompt, shape (rows, labels). A label is p(first token) times
+        p(rest | first); the rest is computed only for labels whose first token is among the row's EXPAND most
+        likely first tokens (a few sequences instead of every label); the others keep p(first token), an upper
+        bound already below those."""
         import torch
 
-        rows, k = first.shape[0], len(self.labels)
-        scores = torch.empty(rows, k)
-        per = max(1, SCORE_CHUNK // k)
-        for r0 in range(0, rows, per):
-            sub = batch.select(list(range(r0, min(rows, r0 + per))))
-            n = sub.rows
-            sub.expand(k)
-            seqs = [ids for _ in range(n) for ids in self._label_ids]
+        rows = first.shape[0]
+        firsts = torch.tensor([ids[0] for ids in self._label_ids])
+        scores = first[:, firsts].clone()
+        todo = []
+        for b in range(rows):
+            top = []
+            for j in scores[b].argsort(descending=True).tolist():
+                if self._label_ids[j][0] not in top:
+                    top.append(self._label_ids[j][0])
+                if len(top) == EXPAND:
+                    break
+            todo += [(b, j) for j in range(len(self.labels)) if self._label_ids[j][0] in top]
+        for c in range(0, len(todo), SCORE_CHUNK):
+            part = todo[c:c + SCORE_CHUNK]
+            sub = batch.select([b for b, _ in part])
+            seqs = [self._label_ids[j] for _, j in part]
             logp = torch.log_softmax(sub.append(seqs, every=True), -1)
-            for j, ids in enumerate(seqs):
-                b, lab = r0 + j // k, j % k
-                s = first[b, ids[0]]
-                for t in range(1, len(ids)):
-                    s = s + logp[j, t - 1, ids[t]]
-                scores[b, lab] = s
+            for i, ((b, j), ids) in enumerate(zip(part, seqs)):
+                scores[b, j] += sum(logp[i, t - 1, ids[t]] for t in range(1, len(ids)))
         return scores
 
     def _decode(self, batch: "_Batch", logits, grammars: list) -> tuple[list[str], list[str | None]]:
@@ -365,18 +385,6 @@ def _non_null(prop: dict) -> dict:
     return {k: v for k, v in prop.items() if k != "description"}
 
 
-def _common_prefix(seqs: list[list[int]]) -> int:
-    """Tokens every row starts with (computed once), leaving each row at least one token of its own."""
-    if len(seqs) < 2:
-        return max(0, len(seqs[0]) - 1) if seqs else 0
-    n = min(len(s) for s in seqs) - 1
-    for i in range(n):
-        t = seqs[0][i]
-        if any(s[i] != t for s in seqs):
-            return i
-    return n
-
-
 def _only_token(mask_row) -> int | None:
     """The single token a grammar bitmask allows, or None when it allows several."""
     import torch
@@ -416,23 +424,21 @@ class _Batch:
             self.mask = new[:, :0]
         positions = self.pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
         self.mask = torch.cat([self.mask, new], -1)
-        out = self.lm(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
-                      use_cache=True)
+        # The decoder alone, then the vocabulary projection only where logits are needed (a prompt's last token),
+        # not at every position: for this model the projection is a fifth of the compute. LoRA layers sit inside
+        # the decoder (PEFT injects them in place), so an active or disabled adapter applies here as well.
+        causal = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        out = causal.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                           past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
         self.pos = self.pos + new.sum(-1)
-        if every:
-            return out.logits
-        last = (new.sum(-1) - 1).clamp(min=0)
-        return out.logits[torch.arange(len(segs)), last]
-
-    def expand(self, k: int) -> None:
-        """Each row becomes k rows (row-major: row 0's copies first)."""
-        self.cache.batch_repeat_interleave(k)
-        self.mask = self.mask.repeat_interleave(k, 0)
-        self.pos = self.pos.repeat_interleave(k, 0)
+        hidden = out.last_hidden_state
+        if not every:
+            hidden = hidden[torch.arange(len(segs)), (new.sum(-1) - 1).clamp(min=0)]
+        return causal.lm_head(hidden)
 
     def select(self, rows: list[int]) -> "_Batch":
-        """A copy holding only `rows` (the original is untouched)."""
+        """A copy holding `rows`, in that order, repeats allowed (the original is untouched)."""
         import copy
 
         sub = _Batch(self.lm, self.pad)
