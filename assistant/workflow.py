@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -45,7 +46,15 @@ SLASH_VIEWS = {"/runs": "runs", "/help": "help", "/history": "history", "/audits
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt")
 RUN_TOOLS = {"train_sft", "train_dpo", "distill"}
 RUN_REFERENCING = {"run_status", "cancel_run", "resume_run", "list_runs", "evaluate", "export_model"}
-NOT_DATA_KEYS = ("report", "metric", "log", "manifest", "checkpoint", "adapter", "model", "run", "config", "plot")
+# Argument names that name a data set, and its role. No other argument, and no output but DATA_OUTPUTS, is
+# project data: an audit's JSON report or an evaluation file must never become the "train data".
+DATA_ARGS = {"path": "train", "dataset": "train", "data_path": "train", "input_path": "train", "train_path": "train",
+             "seeds_path": "train", "eval_path": "eval", "test_path": "eval", "preference_path": "preferences",
+             "preferences_path": "preferences", "pref_path": "preferences"}
+DATA_OUTPUTS = {"create_sample_dataset": {"train_path": "train", "eval_path": "eval"},
+                "split_dataset": {"train_path": "train", "eval_path": "eval"},
+                "clean_dataset": {"out_path": "train"}, "generate_synthetic": {"out_path": "train"}}
+FEW_SHOT_K = 3  # demonstrations in the few-shot candidate evaluate is prefilled with
 
 
 def _now() -> str:
@@ -114,15 +123,7 @@ class Project(BaseModel):
         """Fold one successful tool call into the project."""
         output = output or {}
         step = STEP_BY_TOOL.get(tool)
-        # Datasets the call named or produced.
-        for key, value in list(args.items()) + list(output.items()):
-            if (isinstance(value, str) and value.lower().endswith(DATA_SUFFIXES)
-                    and not any(w in key for w in NOT_DATA_KEYS)):
-                role = "eval" if "eval" in key or "test" in key else (
-                    "preferences" if "pref" in key or tool == "train_dpo" else "train")
-                if tool == "create_sample_dataset" and "preference" in str(args.get("task", "")):
-                    role = "preferences" if role == "train" else role
-                self.add_dataset(value, role, tool)
+        self._record_datasets(tool, args, output)
         if tool == "recommend_strategy" and isinstance(args.get("task"), str) and args["task"].strip():
             self.task = args["task"].strip()[:300]
         if self.task is None and (train := self.latest_dataset("train")):
@@ -148,6 +149,23 @@ class Project(BaseModel):
         if step and not (tool in RUN_TOOLS and output.get("status") not in ("succeeded", None)):
             self.done[step.key] = _now()
 
+    def _record_datasets(self, tool: str, args: dict, output: dict) -> None:
+        """Data sets the call named (arguments keep a known path's role) or produced (data-making tools only)."""
+        from runtime.paths import in_data_dir
+
+        named = [(v, DATA_ARGS[k]) for k, v in args.items() if k in DATA_ARGS]
+        made = [(output.get(k), role) for k, role in DATA_OUTPUTS.get(tool, {}).items()]
+        known = {d["path"] for d in self.datasets}
+        for value, role in named + made:
+            if not isinstance(value, str) or not value.lower().endswith(DATA_SUFFIXES) or in_data_dir(Path(value)):
+                continue
+            if role == "train" and (tool == "train_dpo" or
+                                    (tool == "create_sample_dataset" and "preference" in str(args.get("task")))):
+                role = "preferences"
+            if (value, role) in named and value in known:
+                continue  # naming a known file (auditing the eval set) does not change what it is
+            self.add_dataset(value, role, tool)
+
     def update_run(self, job_id: str, info: dict) -> None:
         for r in self.runs:
             if r.get("job_id") == job_id:
@@ -159,6 +177,17 @@ class Project(BaseModel):
                     self.done[step.key] = _now()
 
     # --- forms ----------------------------------------------------------------------------------------
+    def candidates(self) -> list[dict] | None:
+        """The first session's comparison: the base model, the base with k demonstrations, the latest run."""
+        run = self.latest_run() or {}
+        out = [{"model": self.base_model, "name": "base"}]
+        if self.latest_dataset("train"):
+            out.append({"model": self.base_model, "few_shot": FEW_SHOT_K, "name": f"base {FEW_SHOT_K}-shot"})
+        if run:
+            out.append({"model": self.base_model, "adapter": run.get("adapter_path") or run.get("job_id"),
+                        "name": "tuned"})
+        return out if len(out) > 1 else None
+
     def prefill(self, input_model: type[BaseModel]) -> dict:
         """Values the project already knows for a tool's input fields (by field name)."""
         run = self.latest_run() or {}
@@ -182,10 +211,8 @@ class Project(BaseModel):
                 value = self.task
             elif n == "seeds_path":
                 value = self.latest_dataset("train")
-            elif n == "candidates" and run:
-                value = [{"model": self.base_model, "name": "base"},
-                         {"model": self.base_model, "adapter": run.get("adapter_path") or run.get("job_id"),
-                          "name": "tuned"}]
+            elif n == "candidates":
+                value = self.candidates()
             if value is not None and _fits(input_model.model_fields[name].annotation, value):
                 known[name] = value
         return known
@@ -205,7 +232,6 @@ def _fits(annotation, value) -> bool:
 def task_from_data(path: str) -> str | None:
     """The task as the data states it: the first row's system message (conversational data), if any."""
     import json
-    from pathlib import Path
 
     try:
         with Path(path).open() as f:

@@ -1,10 +1,11 @@
 """Cold start to first frame, and keystroke-to-render latency while a job streams metrics.
 
-    .venv/bin/python bench/startup.py [--keys 60] [--rate 50]
+    .venv/bin/python bench/startup.py [--keys 60] [--rate 50] [--baseline OTHER_CHECKOUT]
 
 1. Cold start: a fresh interpreter imports the app and renders its first frame (headless, 120x40) with the
    default brain setting; we time from process spawn to the first frame, 5 times, and print the median. The
-   brain loads after the first frame, in a worker.
+   brain loads after the first frame, in a worker. With --baseline, another checkout (e.g. a worktree of main)
+   is started in alternation with this one, and the ratio of the medians is printed: same machine, same load.
 2. Keystroke latency: the runs screen is open on a job whose metrics file grows at --rate lines/s (a writer
    thread, the way a training job appends); we press up/down in the jobs table and time each key until the
    cursor moved and the screen refreshed. The same is measured with no job streaming, and the ratio printed.
@@ -42,24 +43,32 @@ app.run(headless=True, size=(120, 40))
 """
 
 
-def cold_start(runs: int = 5) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def _first_frame(root: Path, env: dict) -> tuple[float, float, list]:
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, cwd=root,
+                         timeout=120)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("{")), None)
+    if line is None:
+        raise SystemExit(f"child failed in {root}:\n{out.stderr[-2000:]}")
+    data = json.loads(line)
+    return time.perf_counter() - t, data["first_frame_s"], data["heavy_at_first_frame"]
+
+
+def cold_start(runs: int = 5, baseline: Path | None = None) -> dict:
+    """Median first-frame time of this checkout (and of `baseline`, started in alternation)."""
     tmp = tempfile.mkdtemp(prefix="ftpilot-bench-")
-    env.update(FTPILOT_DATA_DIR=f"{tmp}/data", FTPILOT_WORKSPACE_ROOT=tmp, FTPILOT_CONFIG_FILE=f"{tmp}/c.toml")
-    walls, inner, heavy = [], [], []
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FTPILOT_DATA_DIR": f"{tmp}/data", "FTPILOT_WORKSPACE_ROOT": tmp,
+           "FTPILOT_CONFIG_FILE": f"{tmp}/c.toml"}
+    roots = {"this": ROOT} | ({"baseline": baseline} if baseline else {})
+    found: dict = {name: ([], [], None) for name in roots}
     for _ in range(runs):
-        t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, cwd=ROOT,
-                             timeout=120)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("{")), None)
-        if line is None:
-            raise SystemExit(f"child failed:\n{out.stderr[-2000:]}")
-        data = json.loads(line)
-        walls.append(time.perf_counter() - t)
-        inner.append(data["first_frame_s"])
-        heavy.append(data["heavy_at_first_frame"])
-    return {"spawn_to_exit_s_median": statistics.median(walls), "import_to_first_frame_s_median": statistics.median(inner),
-            "heavy_modules_at_first_frame": heavy[0]}
+        for name, root in roots.items():
+            wall, inner, heavy = _first_frame(root, {**env, "PYTHONPATH": str(root)})
+            found[name][0].append(wall)
+            found[name][1].append(inner)
+            found[name] = (found[name][0], found[name][1], heavy)
+    return {name: {"spawn_to_exit_s_median": statistics.median(w), "import_to_first_frame_s_median":
+                   statistics.median(i), "heavy_modules_at_first_frame": h} for name, (w, i, h) in found.items()}
 
 
 class IdleBrain:
@@ -157,11 +166,17 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=60)
     ap.add_argument("--rate", type=float, default=50.0, help="metric lines per second while streaming")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--baseline", type=Path, default=None, help="another checkout to compare, run in alternation")
     a = ap.parse_args()
-    cs = cold_start(a.runs)
-    print(f"cold start: import to first frame {cs['import_to_first_frame_s_median']:.3f} s (median of {a.runs}); "
-          f"spawn to exit {cs['spawn_to_exit_s_median']:.3f} s; heavy modules at first frame: "
-          f"{cs['heavy_modules_at_first_frame'] or 'none'}")
+    starts = cold_start(a.runs, a.baseline)
+    for name, cs in starts.items():
+        print(f"cold start ({name}): import to first frame {cs['import_to_first_frame_s_median']:.3f} s (median of "
+              f"{a.runs}); spawn to exit {cs['spawn_to_exit_s_median']:.3f} s; heavy modules at first frame: "
+              f"{cs['heavy_modules_at_first_frame'] or 'none'}")
+    if a.baseline:
+        ratio = (starts["this"]["import_to_first_frame_s_median"]
+                 / starts["baseline"]["import_to_first_frame_s_median"])
+        print(f"first frame, this / baseline: {ratio:.2f}x")
     idle = asyncio.run(key_latency(a.keys, None))
     busy = asyncio.run(key_latency(a.keys, a.rate))
     print(f"keystroke handled, runs screen idle: median {idle['median_ms']:.1f} ms, p95 {idle['p95_ms']:.1f} ms; "

@@ -77,3 +77,25 @@ def probe() -> Hardware:
         pass
     return Hardware(cpu_model, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
                     round(psutil.virtual_memory().total / 2**30, 1), cpu_bf16, tuple(gpus))
+
+
+def memory_mb(peak: bool = False) -> float:
+    """This process's memory in MB, the quantity the planner predicts: on a GPU torch's peak allocated memory;
+    else the RSS now, or with `peak` the peak RSS (VmHWM; ru_maxrss is not this process's own: Linux carries it
+    across exec, so a job started from a big parent would report the parent's peak)."""
+    import sys
+
+    torch = sys.modules.get("torch")  # only a process that uses torch can have CUDA memory
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    if peak:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20

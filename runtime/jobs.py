@@ -32,7 +32,8 @@ from runtime.paths import data_subdir
 from runtime.settings import get_settings
 from runtime.store import Job, JobMetric, utcnow
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+# The one set of end states (the agent, the app and the CLI import it).
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE = ("queued", "running")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,15 +101,16 @@ def default_device() -> str:
 
 def create_job(kind: str, *, config: dict, method: str | None = None, model: str | None = None,
                dataset: str | None = None, device: str | None = None, start: bool = True) -> Job:
-    """Record a queued job and start it when its device is free."""
+    """Record a queued job and start it when its device is free. The run dir is made only once the row is stored:
+    a config the store refuses leaves no orphan folder."""
     job_id = store.new_id()
     run_dir = run_dir_for(job_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
     job = Job(id=job_id, kind=kind, method=method, status="queued", model=model, dataset=dataset,
               device=device or default_device(), config=config, run_dir=str(run_dir),
               log_path=str(run_dir / "job.log"), metrics_path=str(run_dir / "metrics.jsonl"),
               total_steps=config.get("max_steps") if isinstance(config.get("max_steps"), int) else None, step=0)
     store.add(job)
+    run_dir.mkdir(parents=True, exist_ok=True)
     if start:
         schedule()
     return get_job(job_id)
@@ -190,7 +192,15 @@ def _scheduler_lock() -> Iterator[None]:
 
 
 def refresh() -> list[str]:
-    """Mark running jobs whose process is gone as failed (dead); returns their ids."""
+    """Mark running jobs whose process is gone as failed (dead), and start what was queued behind them: the queue
+    advances whoever notices the death (a listing, a status, the app). Returns the dead jobs' ids."""
+    dead = _mark_dead()
+    if dead:
+        schedule()
+    return dead
+
+
+def _mark_dead() -> list[str]:
     dead = []
     for job in list_jobs(status="running", limit=1000):
         if is_alive(job):
@@ -212,7 +222,7 @@ def schedule() -> list[str]:
     """Start queued jobs whose device has no running job; returns the ids started."""
     started = []
     with _scheduler_lock():
-        refresh()
+        _mark_dead()
         busy = {j.device for j in list_jobs(status="running", limit=1000)}
         for job in sorted(list_jobs(status="queued", limit=1000), key=lambda j: j.created_at):
             if job.device in busy:

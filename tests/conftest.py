@@ -31,6 +31,9 @@ def ftpilot_env(tmp_path, monkeypatch):
     for key in [k for k in os.environ if k.startswith("FTPILOT_") and k not in
                 ("FTPILOT_DATA_DIR", "FTPILOT_WORKSPACE_ROOT", "FTPILOT_MODELS_DIR", "FTPILOT_CONFIG_FILE")]:
         monkeypatch.delenv(key)
+    # `auto` engines (evaluate's default) would start a managed vLLM server where one can run, and leave it running
+    # after the test: only tests that ask for the `served` fixture get one.
+    monkeypatch.setenv("FTPILOT_VLLM_PYTHON", str(tmp_path / "no-vllm-outside-served"))
     reset_settings()
     reset_engines()
     yield ws
@@ -60,12 +63,16 @@ def bundled_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
-    """A tiny random Llama (2 layers, width 64) with the bundled tokenizer and chat template: fast to train."""
+def tiny_model_dir(bundled_model_dir) -> Path:
+    """A tiny random Llama (2 layers, width 64) with the bundled tokenizer and chat template: fast to train.
+    It lives in the models dir (where tools may read models from), in a folder of this session's own."""
+    import shutil
+    import tempfile
+
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    path = tmp_path_factory.mktemp("tiny-llama")
+    path = Path(tempfile.mkdtemp(prefix="test-tiny-llama-", dir=MODELS_DIR))
     tok = AutoTokenizer.from_pretrained(bundled_model_dir)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
@@ -74,7 +81,8 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +137,56 @@ def in_ticket_workspace(ticket_task, monkeypatch) -> Path:
     monkeypatch.setenv("FTPILOT_WORKSPACE_ROOT", str(ticket_task["root"]))
     reset_settings()
     return ticket_task["root"]
+
+
+# --- the managed vLLM server: one for the whole session ---------------------------------------------------
+
+@pytest.fixture(scope="session")
+def vllm_serve_dir(tmp_path_factory, bundled_model_dir) -> Path:
+    """One managed vLLM server (the bundled model) shared by every test that needs it; stopped on teardown,
+    pass or fail, and checked to leave no process behind. Tests use the `served` fixture."""
+    from runtime import serving
+    from runtime.settings import reset_settings
+
+    serve_dir = tmp_path_factory.mktemp("vllm-serve")
+    env = {"FTPILOT_SERVE_DIR": str(serve_dir), "FTPILOT_MODELS_DIR": str(MODELS_DIR),
+           "FTPILOT_DATA_DIR": str(serve_dir / "data")}
+
+    def with_env(fn):
+        saved = {k: os.environ.get(k) for k in (*env, "FTPILOT_VLLM_PYTHON")}
+        os.environ.update(env)
+        os.environ.pop("FTPILOT_VLLM_PYTHON", None)  # the real runtime, not ftpilot_env's stand-in
+        reset_settings()
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            reset_settings()
+
+    if not with_env(serving.available):
+        pytest.skip("no vLLM runtime here: `make vllm` builds .venv-vllm")
+    try:
+        with_env(lambda: serving.start("default", timeout_s=900))
+        yield serve_dir
+    finally:
+        state = with_env(serving._read_state)
+        with_env(serving.stop)
+        if state:
+            left = serving._processes(state)
+            assert not left, f"vLLM processes left after stop: {[p.pid for p in left]}"
+
+
+@pytest.fixture
+def served(vllm_serve_dir, monkeypatch):
+    """The session's vLLM server for this test (started again if an earlier test stopped it)."""
+    from runtime import serving
+    from runtime.engines import clear_engines
+    from runtime.settings import reset_settings
+
+    monkeypatch.setenv("FTPILOT_SERVE_DIR", str(vllm_serve_dir))
+    monkeypatch.delenv("FTPILOT_VLLM_PYTHON", raising=False)
+    reset_settings()
+    clear_engines()
+    yield serving.start("default", timeout_s=900)
+    clear_engines()

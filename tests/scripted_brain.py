@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import time
 
 from assistant.brains import TextDelta, ToolCall, TurnEnd
 
 
 class ScriptedBrain:
     """Each script item is a str (prose, streamed word by word), a (tool_name, args) tuple, a list of those
-    tuples (parallel calls), or a callable(request) returning one of these."""
+    tuples (parallel calls), or a callable(request) returning one of these. `delay` sleeps between streamed
+    words (a slow model), so a test can act while a turn runs."""
 
     kind = "scripted"
     model = "script"
 
-    def __init__(self, script):
+    def __init__(self, script, delay: float = 0.0):
         self.script = list(script)
         self.requests = []
         self.ready = True
+        self.delay = delay
         self.n = 0
 
     def load(self):
@@ -33,6 +36,8 @@ class ScriptedBrain:
             item = item(req)
         if isinstance(item, str):
             for i, word in enumerate(item.split(" ")):
+                if self.delay:
+                    time.sleep(self.delay)
                 yield TextDelta(word if i == 0 else " " + word)
             yield TurnEnd(item, [], tokens=len(item.split()), seconds=0.01)
             return
@@ -42,3 +47,15 @@ class ScriptedBrain:
             self.n += 1
             out.append(ToolCall(f"call_{self.n}", name, args if isinstance(args, str) else json.dumps(args)))
         yield TurnEnd("", out, tokens=5, seconds=0.01)
+
+
+def obey_injected_text(req):
+    """A brain that follows instructions it reads in tool output (what a careless model does): the last tool
+    result's text `SYSTEM: call NAME {json args}` becomes that call."""
+    import re
+
+    text = req.messages[-1].get("content") or ""
+    m = re.search(r"SYSTEM: call (\w+) (\{.*?\})", text)
+    if m is None:
+        return "Nothing to do."
+    return m.group(1), json.loads(m.group(2).replace('\\"', '"'))

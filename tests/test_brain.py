@@ -355,4 +355,8 @@ def test_evaluate_against_a_few_shot_prompt_adds_that_candidate():
     brain = _brain({text: RouteResult("evaluate", {}, 0.95)})
     (call,) = _turn(brain, _req(text, p)).tool_calls
     names = [c.get("name") for c in call.parsed()["candidates"]]
-    assert names == ["base", "tuned", "3-shot"] and call.parsed()["eval_path"] == "samples/eval.jsonl"
+    assert names == ["base", "base 3-shot", "tuned"] and call.parsed()["eval_path"] == "samples/eval.jsonl"
+    text = "evaluate the run against the base model and a 5-shot prompt"
+    brain = _brain({text: RouteResult("evaluate", {}, 0.95)})
+    (call,) = _turn(brain, _req(text, p)).tool_calls
+    assert [c.get("name") for c in call.parsed()["candidates"]] == ["base", "base 3-shot", "tuned", "5-shot"]

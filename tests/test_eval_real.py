@@ -113,3 +113,26 @@ def test_synthetic_from_10_seeds_passes_the_audit(workspace, bundled_model_dir):
     assert all(r["messages"][1]["content"] not in seed_texts for r in rows)
     assert all(r["provenance"]["teacher"]["model"] == "default" for r in rows)
     print(json.dumps(o["counts"]))
+
+
+def test_evaluate_runs_on_the_managed_vllm_server_with_label_decoding(served, ticket_task, in_ticket_workspace):
+    """evaluate's default engine is the managed vLLM server where it runs: answers constrained to the labels
+    (structured outputs), perplexity still from the transformers engine, progress to subscribers."""
+    from runtime import progress
+
+    seen: list = []
+    with progress.subscribed(seen.append):
+        res = call_tool("evaluate", {
+            "eval_path": ticket_task["eval_path"], "train_path": ticket_task["train_path"], "sample": 30,
+            "candidates": [{"model": "default", "name": "base"}, {"model": "default", "few_shot": 3, "name": "3shot"}],
+            "metrics": ["exact_match", "accuracy", "f1", "perplexity"], "bootstrap": 200})
+    assert res.ok, res.error
+    o = res.output
+    assert o["decoding"] == {"mode": "labels", "labels": 3} and seen[-1].done == 60
+    for r in o["results"]:
+        assert r["engine"]["backend"] == "vllm" and r["failed_requests"] == 0, r
+        preds = {json.loads(x)["prediction"] for x in open(o["predictions_paths"][r["name"]])}
+        assert preds <= {"billing", "technical", "shipping"}, preds
+        assert r["metrics"]["perplexity"]["value"] > 1
+    print(json.dumps({r["name"]: {"rows_per_s": r["rows_per_s"], "accuracy": r["metrics"]["accuracy"]}
+                      for r in o["results"]}))

@@ -206,3 +206,211 @@ def test_pairwise_judge_both_orders_with_ties(tiny_model_dir, workspace):
     assert j["score"] == pytest.approx(j["win_rate"] + j["tie_rate"] / 2, abs=1e-3)
     assert j["prompt"].startswith("prompts/judge_pairwise.md@")
     assert "Pairwise judge" in Path(res.output["report_path"]).read_text()
+
+
+# --- failed requests, decoding, progress, sampling (issues 8 and 10) -------------------------------------
+
+def _dead_url() -> str:
+    """A loopback URL where nothing listens: every request to it fails."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"openai:http://127.0.0.1:{port}/v1#m"
+
+
+def test_an_engine_that_fails_every_request_is_an_error_not_a_score(tiny_model_dir, workspace):
+    """Issue 8: a dead engine once scored exact_match 0.0 [0, 0]."""
+    from runtime.samples import ticket_records, write_split
+    from tools import call_tool
+
+    write_split(workspace, ticket_records(30, seed=3), 24)
+    dead = {"model": str(tiny_model_dir), "engine": _dead_url(), "name": "dead"}
+    res = call_tool("evaluate", {"eval_path": "eval.jsonl", "candidates": [dead], "bootstrap": 100})
+    assert not res.ok and res.error["code"] == "engine_failed", res
+    assert "6 of 6 requests failed" in res.error["message"]
+
+    res = call_tool("evaluate", {"eval_path": "eval.jsonl", "bootstrap": 100, "max_new_tokens": 3,
+                                 "candidates": [{"model": str(tiny_model_dir), "name": "base"}, dead]})
+    assert res.ok, res.error
+    by = {r["name"]: r for r in res.output["results"]}
+    assert by["base"]["status"] == "ok" and by["base"]["failed_requests"] == 0 and by["base"]["metrics"]
+    assert by["dead"]["status"] == "failed" and by["dead"]["failed_requests"] == 6
+    assert by["dead"]["metrics"] == {} and "requests failed" in by["dead"]["error"]
+    assert res.output["comparisons"] == []  # nothing is compared with a candidate that has no score
+    assert any(n.startswith("dead: no score") for n in res.output["notes"])
+    assert "| dead | no score" in Path(res.output["report_path"]).read_text()
+
+
+def test_label_answers_are_constrained_to_the_labels_and_progress_is_reported(tiny_model_dir, workspace, capsys):
+    """Issue 10: a random model's answers are still labels (constrained decoding), the token budget comes from
+    the labels, and progress reaches subscribers (the app) and stderr."""
+    from runtime import progress
+    from runtime.samples import ticket_records, write_split
+    from tools import call_tool
+
+    write_split(workspace, ticket_records(40, seed=6), 24)
+    seen: list = []
+    with progress.subscribed(seen.append):
+        res = call_tool("evaluate", {"eval_path": "eval.jsonl", "train_path": "train.jsonl", "batch_size": 4,
+                                     "candidates": [{"model": str(tiny_model_dir), "name": "base"},
+                                                    {"model": str(tiny_model_dir), "few_shot": 2, "name": "2shot"}],
+                                     "metrics": ["exact_match", "accuracy", "f1"], "bootstrap": 100})
+    assert res.ok, res.error
+    o = res.output
+    assert o["decoding"] == {"mode": "labels", "labels": 3}
+    for r in o["results"]:
+        assert r["decoding"]["mode"] == "labels" and r["max_new_tokens"] <= 12
+        preds = [json.loads(x)["prediction"] for x in open(o["predictions_paths"][r["name"]])]
+        assert len(preds) == 16 and set(preds) <= {"billing", "technical", "shipping"}, preds
+        # an answer that is a label scores the same as exact match and accuracy
+        assert r["metrics"]["accuracy"]["value"] == r["metrics"]["exact_match"]["value"]
+    assert seen[-1].finished and seen[-1].done == seen[-1].total == 32
+    dones = [p.done for p in seen]
+    assert dones == sorted(dones) and len(set(dones)) >= 8  # batches of 4: one report per batch
+    assert {p.stage.split(" (")[0] for p in seen} >= {"base", "2shot"}
+    assert seen[-1].rate > 0 and seen[-1].eta_s == 0
+    assert "evaluate: 2shot (2/2) 32/32 rows" in capsys.readouterr().err
+
+
+def test_decoding_is_chosen_from_the_answers():
+    from runtime.errors import BadInput
+
+    labels = ec.label_spellings(["Card_Arrival", "card_arrival", "card_arrival", "lost card"],
+                                ["cardarrival", "lost card"])
+    assert labels == ["card_arrival", "lost card"]  # the data's most common spelling, not the normalised key
+    d = ec.choose_decoding("auto", ["a", "b"], labels)
+    assert d.mode == "labels" and d.json_schema == {"type": "string", "enum": labels} and d.stop is None
+    d = ec.choose_decoding("auto", ["Paris", "a short answer"], None)
+    assert d.mode == "first_line" and d.stop == ["\n"] and d.json_schema is None
+    assert ec.choose_decoding("auto", ["line one\nline two"], None).mode == "free"
+    assert ec.choose_decoding("auto", ['{"a": 1}'], None, json_output=True).mode == "free"  # JSON may span lines
+    assert ec.choose_decoding("free", ["a"], labels).json_schema is None
+    with pytest.raises(BadInput):
+        ec.choose_decoding("labels", ["x"], None)
+    from runtime.engines import Completion
+
+    comp = Completion(text='"card_arrival"', prompt_tokens=1, completion_tokens=3, latency_s=0.1, parsed="card_arrival")
+    assert ec.choose_decoding("labels", [], labels).prediction(comp) == "card_arrival"
+    comp = Completion(text="Paris\nis the capital", prompt_tokens=1, completion_tokens=5, latency_s=0.1)
+    assert ec.Decoding("first_line").prediction(comp) == "Paris"
+
+
+def test_macro_f1_over_hundreds_of_labels_is_exact_and_fast():
+    """Intent sets have 77 labels or a few hundred: the bootstrap of macro-F1 must stay quick and exact."""
+    import time
+
+    rng = np.random.default_rng(0)
+    labels = [f"intent_{i}" for i in range(300)]
+    ref = [labels[i] for i in rng.integers(0, 300, 400)]
+    pred = [labels[i] if i < 300 else None for i in rng.integers(0, 340, 400)]
+    pred[:150] = ref[:150]
+
+    def by_definition(p, r):
+        f1s = []
+        for lab in labels:
+            tp = sum(a == lab and b == lab for a, b in zip(p, r))
+            fp = sum(a == lab and b != lab for a, b in zip(p, r))
+            fn = sum(a != lab and b == lab for a, b in zip(p, r))
+            if tp + fp + fn:
+                f1s.append(2 * tp / (2 * tp + fp + fn))
+        return sum(f1s) / len(f1s)
+
+    assert ec.macro_f1(pred, ref, labels) == pytest.approx(by_definition(pred, ref))
+    pc, rc = ec.label_codes(pred, labels), ec.label_codes(ref, labels)
+    idx = np.random.default_rng(1).integers(0, 400, 400)
+    assert ec.macro_f1_codes(pc[idx], rc[idx], 300) == pytest.approx(by_definition([pred[i] for i in idx],
+                                                                                   [ref[i] for i in idx]))
+    t0 = time.perf_counter()
+    s = ec.summarize(ec.MetricData("f1", 400, lambda i: ec.macro_f1_codes(pc[i], rc[i], 300)), b=1000)
+    assert time.perf_counter() - t0 < 3.0, "1,000 resamples over 300 labels"
+    assert s["ci95"][0] <= s["value"] <= s["ci95"][1]
+
+
+def test_a_stratified_sample_of_a_label_sorted_file_covers_every_label():
+    rows = [ec.Example([{"role": "user", "content": f"q{i}"}], f"label{i // 30}", i) for i in range(300)]  # sorted
+    s = ec.sample_examples(rows, 40, seed=0, labels=sorted({ec.normalize(e.reference) for e in rows}))
+    assert len(s) == 40 and [e.row for e in s] == sorted(e.row for e in s)
+    from collections import Counter
+
+    assert sorted(Counter(e.reference for e in s).values()) == [4] * 10  # equal shares, as in the file
+    assert ec.label_coverage(s, [f"label{i}" for i in range(10)]) == {"labels": 10, "covered": 10}
+    assert [e.row for e in ec.sample_examples(rows, 40, seed=0, labels=None)] != list(range(40))
+    assert ec.sample_examples(rows, 40, seed=1, labels=None) != ec.sample_examples(rows, 40, seed=0, labels=None)
+    assert ec.sample_examples(rows, 500, seed=0) == rows
+
+
+def test_evaluate_reads_any_format_dataio_reads_and_never_replaces_report_files(tiny_model_dir, workspace):
+    """One data path (runtime.dataio): a CSV eval file works; a named out_dir is the person's: existing report
+    files are refused unless overwrite."""
+    import csv
+
+    from tools import call_tool
+
+    with open(workspace / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "completion"])
+        for i in range(8):
+            w.writerow([f"What is {i} plus {i}?", str(2 * i)])
+    args = {"eval_path": "eval.csv", "candidates": [{"model": str(tiny_model_dir)}], "metrics": ["exact_match"],
+            "bootstrap": 100, "out_dir": "reports", "max_new_tokens": 2}
+    res = call_tool("evaluate", args)
+    assert res.ok, res.error
+    assert res.output["n"] == 8 and res.output["decoding"]["mode"] == "first_line"
+    assert Path(res.output["report_path"]).parent == workspace / "reports"
+    before = (workspace / "reports" / "report.md").read_text()
+    again = call_tool("evaluate", args)
+    assert not again.ok and again.error["code"] == "output_exists"
+    assert (workspace / "reports" / "report.md").read_text() == before
+    assert call_tool("evaluate", {**args, "overwrite": True}).ok
+
+
+def test_recommend_measures_a_stratified_sample_and_says_so(tiny_model_dir, workspace):
+    """Issue 10: the baseline came from the first 60 rows of a label-sorted eval file (22 of 75 labels)."""
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
+
+    rows = ticket_records(150, seed=7)
+    write_jsonl(workspace / "train.jsonl", rows[:110])
+    labels_sorted = sorted(rows[110:], key=lambda r: r["messages"][-1]["content"])
+    write_jsonl(workspace / "eval.jsonl", labels_sorted)
+    from tools.recommend import RecommendInput, recommend_strategy
+
+    out = recommend_strategy(RecommendInput(task="classify tickets", train_path="train.jsonl",
+                                            eval_path="eval.jsonl", model=str(tiny_model_dir), eval_limit=12))
+    b = out.baseline
+    assert b["n"] == 12 and b["sample"]["of"] == 40 and b["sample"]["stratified"]
+    assert b["sample"]["coverage"] == {"labels": 3, "covered": 3}
+    gap = next(r for r in out.reasons if r.rule == "quality gap vs prompting")
+    assert "n=12, a seeded sample of 40 eval rows, stratified by label, covering 3 of 3 labels" in gap.detail
+    assert out.audit and out.audit.get("audit_id")  # the audit ran through its typed function
+
+
+def test_an_80_label_csv_gets_accuracy_macro_f1_and_label_decoding(tiny_model_dir, workspace):
+    """Issue 10: 77 intents exceeded a 20/30-label ceiling, so evaluate skipped accuracy and F1. A labelled CSV in
+    the person's own column names (`columns`), 80 intents, a stratified sample that covers them all."""
+    import csv
+
+    from tools import call_tool
+
+    intents = [f"intent_{i:02d}" for i in range(80)]
+    for name, per in (("eval.csv", 2), ("train.csv", 3)):
+        with open(workspace / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["utterance", "gold"])
+            for i, lab in enumerate(intents * per):
+                w.writerow([f"customer message {i} about {lab.replace('_', ' ')}", lab])
+    res = call_tool("evaluate", {
+        "eval_path": "eval.csv", "train_path": "train.csv", "columns": {"prompt": "utterance", "completion": "gold"},
+        "sample": 80, "candidates": [{"model": str(tiny_model_dir)}, {"model": str(tiny_model_dir), "few_shot": 2}],
+        "metrics": ["exact_match", "accuracy", "f1"], "bootstrap": 200, "batch_size": 40})
+    assert res.ok, res.error
+    o = res.output
+    assert o["n"] == 80 and o["sample"]["coverage"] == {"labels": 80, "covered": 80}
+    assert o["decoding"] == {"mode": "labels", "labels": 80}
+    for r in o["results"]:
+        assert {"accuracy", "f1"} <= set(r["metrics"]), r["metrics"]
+        preds = [json.loads(x)["prediction"] for x in open(o["predictions_paths"][r["name"]])]
+        assert set(preds) <= set(intents)  # spelled as the data spells them
+    assert {"accuracy", "f1"} <= set(o["comparisons"][0]["metrics"])

@@ -50,12 +50,18 @@ def test_generate_refuses_to_overwrite_seeds(tiny_model_dir, workspace):
 
 
 def test_near_duplicate_filter_uses_minhash():
-    from tools.generate import _echoes_instructions, _minhash
+    from runtime.neardup import NearDuplicateIndex, minhash
+    from tools.generate import _echoes_instructions
 
-    a = _minhash("my router keeps disconnecting from wifi every 10 minutes please help")
-    b = _minhash("my router keeps disconnecting from wifi every 10 minutes please help me")
-    c = _minhash("I was charged twice for my order and want a refund")
+    a = minhash("my router keeps disconnecting from wifi every 10 minutes please help")
+    b = minhash("My router keeps disconnecting from WiFi every 10 minutes please help me")
+    c = minhash("I was charged twice for my order and want a refund")
     assert a.jaccard(b) > 0.7 and a.jaccard(c) < 0.2
+    index = NearDuplicateIndex(0.7)
+    index.add("seed0", "my router keeps disconnecting from wifi every 10 minutes please help")
+    index.add("seed1", "I was charged twice for my order and want a refund")
+    assert index.find("My router keeps disconnecting from WiFi every 10 minutes please help me") == "seed0"
+    assert index.find("where is my parcel, it was due on monday") is None
     assert _echoes_instructions("<the new request>", "classify tickets")
     assert not _echoes_instructions("My order is late", "classify tickets")
 
@@ -80,3 +86,21 @@ def test_evol_instruct_and_judge_paths_run_and_account(tiny_model_dir, workspace
     assert rows and all(r["provenance"]["judge_score"] in (1, 2, 3, 4, 5) for r in rows)
     assert all(4 <= len(r["messages"][1]["content"]) <= 12 for r in rows)
     assert res.output["prompt"].startswith("prompts/synth_evol_instruct.md@")
+
+
+def test_generate_never_replaces_an_existing_file(tiny_model_dir, workspace):
+    """Issue 8's rule for every tool that writes: an existing out_path (or its manifest) is refused before any
+    generation, unless overwrite."""
+    _seeds(workspace)
+    (workspace / "out.jsonl").write_text("mine\n")
+    args = {"seeds_path": "seeds.jsonl", "out_path": "out.jsonl", "teacher": f"hf:{tiny_model_dir}", "n": 1,
+            "max_rounds": 1, "max_new_tokens": 24, "audit": False}
+    res = call_tool("generate_synthetic", args)
+    assert not res.ok and res.error["code"] == "output_exists"
+    assert (workspace / "out.jsonl").read_text() == "mine\n"
+    (workspace / "new.manifest.json").write_text("{}")
+    res = call_tool("generate_synthetic", {**args, "out_path": "new.jsonl"})
+    assert not res.ok and res.error["code"] == "output_exists" and not (workspace / "new.jsonl").exists()
+    res = call_tool("generate_synthetic", {**args, "overwrite": True})
+    assert res.ok, res.error
+    assert (workspace / "out.jsonl").read_text() != "mine\n"

@@ -80,7 +80,16 @@ def test_train_sft_wait_runs_in_its_own_process_and_leaves_artifacts(tiny_model_
     data = json.loads((run / "dataset.json").read_text())
     assert data["train"]["sha256"] == sha256_file(workspace / "train.jsonl")
     assert "accelerate launch" in (run / "reproduce.sh").read_text()
-    assert "ftpilot" not in (run / "reproduce.py").read_text().split('"""', 2)[-1].replace("ftpilot SFT", "")
+    code = (run / "reproduce.py").read_text().split('"""', 2)[-1]
+    code = code.split('r"""', 1)[0] + code.split('"""', 2)[-1]  # the CONFIG JSON holds paths (data, not code)
+    assert "ftpilot" not in code.replace("ftpilot SFT", "")
+    # TRL's own CLI accepts the config written beside reproduce.sh (`trl sft --config trl_config.yaml`)
+    from trl.scripts.sft import make_parser
+
+    script, training, model_args, data = make_parser().parse_args_and_config(
+        ["--config", str(run / "trl_config.yaml")])
+    assert model_args.use_peft and model_args.lora_r == 16 and training.max_steps == 4
+    assert data.datasets[0].data_files == str(workspace / "train.jsonl")
     # the adapter loads with plain PEFT
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

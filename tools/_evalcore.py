@@ -1,15 +1,14 @@
 """Shared evaluation machinery for `evaluate`, `recommend_strategy` and `generate_synthetic`.
 
-Data: eval/train rows in TRL's SFT formats (messages; prompt/completion as strings or message lists; Alpaca
-instruction/input/output). The prompt is everything before the last assistant turn; the reference is that turn.
-Metrics are computed per item and aggregated by functions of a resampled index vector, so the same code gives the
-value, its 95% bootstrap CI, and paired-bootstrap CIs of differences between candidates.
+Data: any SFT file `runtime.dataio` reads (messages, prompt/completion, Alpaca, ShareGPT; JSONL, CSV, Parquet,
+gzip), converted to TRL's conversational format. The prompt is everything before the last assistant turn; the
+reference is that turn. Metrics are computed per item and aggregated by functions of a resampled index vector, so
+the same code gives the value, its 95% bootstrap CI, and paired-bootstrap CIs of differences between candidates.
 No torch import at module level (numpy only).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import string
@@ -21,8 +20,6 @@ from typing import Any, Callable
 
 from runtime.errors import BadInput, NotFound
 
-MAX_LABELS = 20
-
 
 # --- data ---------------------------------------------------------------------------------------------
 
@@ -30,59 +27,82 @@ MAX_LABELS = 20
 class Example:
     prompt: list[dict]          # messages before the answer (may include a system message)
     reference: str              # the expected answer text
-    row: int                    # 0-based row in the file
+    row: int                    # 0-based row in the file (runtime.dataio's record index)
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
+def example_of(conv: dict, row: int) -> Example:
+    """An Example from a record already in TRL's conversational format (`runtime.dataio.to_conversational`)."""
+    msgs = [{"role": m["role"], "content": m["content"]} for m in conv.get("messages") or []]
+    last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+    if last is None or last == 0:
+        raise BadInput(f"row {row}: no assistant answer after a prompt")
+    return Example(msgs[:last], msgs[last]["content"], row)
 
 
-def to_example(rec: dict, row: int) -> Example:
-    if isinstance(rec.get("messages"), list) and rec["messages"]:
-        msgs = [{"role": m.get("role"), "content": _text(m.get("content"))} for m in rec["messages"]]
-        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
-        if last is None or last == 0:
-            raise BadInput(f"row {row}: no assistant answer after a prompt")
-        return Example(msgs[:last], msgs[last]["content"], row)
-    if "prompt" in rec and "completion" in rec:
-        p, c = rec["prompt"], rec["completion"]
-        prompt = ([{"role": m["role"], "content": _text(m.get("content"))} for m in p] if isinstance(p, list)
-                  else [{"role": "user", "content": _text(p)}])
-        ref = _text(c[-1].get("content")) if isinstance(c, list) and c else _text(c)
-        return Example(prompt, ref, row)
-    if "instruction" in rec and "output" in rec:
-        user = rec["instruction"] + (("\n\n" + rec["input"]) if rec.get("input") else "")
-        return Example([{"role": "user", "content": user}], _text(rec["output"]), row)
-    if "input" in rec and "output" in rec:
-        return Example([{"role": "user", "content": _text(rec["input"])}], _text(rec["output"]), row)
-    raise BadInput(f"row {row}: not an SFT record (messages, prompt/completion or instruction/output)",
-                   hint="Evaluation needs prompts with reference answers; preference files are not eval sets.")
-
-
-def load_examples(path: str | Path, limit: int | None = None) -> list[Example]:
+def load_examples(path: str | Path, limit: int | None = None, columns: dict[str, str] | None = None) -> list[Example]:
+    """The SFT rows of any file runtime.dataio reads (JSONL, JSON, CSV, Parquet, gzip, `datasets` dirs; a text and
+    label column pair; a person's `columns` mapping), as prompt + reference. Unreadable rows are an error naming
+    them (an eval set with holes gives wrong numbers)."""
+    from runtime import dataio
     from runtime.paths import resolve_path
 
     p = resolve_path(path, must_exist=True)
-    rows: list[dict] = []
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".json" and text.lstrip().startswith("["):
-        rows = json.loads(text)
-    else:
-        for i, line in enumerate(text.splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BadInput(f"{p.name} line {i + 1} is not JSON: {e}",
-                                   hint="Run audit_dataset to find and repair broken rows.") from e
-    out = [to_example(r, i) for i, r in enumerate(rows) if isinstance(r, dict)]
+    fmt = dataio.detect_format(p, columns=columns)
+    if dataio.kind_of(fmt) != "sft":
+        raise BadInput(f"{p.name} holds {fmt} records, not prompts with reference answers",
+                       hint="Evaluation needs prompts with reference answers (messages, prompt/completion, Alpaca, "
+                            "ShareGPT); preference files are not eval sets.")
+    out: list[Example] = []
+    bad: list[str] = []
+    for index, rec in dataio.iter_records(p, columns=columns):
+        if limit and len(out) >= limit or len(bad) >= 5:
+            break
+        try:
+            if isinstance(rec, dataio.RecordError):
+                raise BadInput(rec.message)
+            conv = dataio.to_conversational(rec)
+            if "messages" not in conv:
+                raise BadInput(f"a {dataio.record_format(rec)} record, not a prompt with an answer")
+            out.append(example_of(conv, index))
+        except BadInput as e:
+            bad.append(e.message if e.message.startswith(("row ", "line ")) else f"row {index}: {e.message}")
+    if bad:
+        raise BadInput(f"{p.name} has rows that cannot be evaluated: " + "; ".join(bad),
+                       hint="Run audit_dataset to see them and clean_dataset to drop them.")
     if not out:
         raise NotFound(f"{p} holds no usable rows")
-    return out[:limit] if limit else out
+    return out
+
+
+def sample_examples(examples: list[Example], n: int, *, seed: int = 0,
+                    labels: list[str] | None = None) -> list[Example]:
+    """A seeded sample of n examples, in file order. With labels: stratified, each label's share as in the file
+    (largest remainder), so a label-sorted file gives every label its place and n >= #labels covers them all."""
+    import random
+
+    if n >= len(examples):
+        return list(examples)
+    rng = random.Random(seed)
+    if not labels:
+        return [examples[i] for i in sorted(rng.sample(range(len(examples)), n))]
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(normalize(e.reference), []).append(i)
+    keys = sorted(groups)
+    rng.shuffle(keys)  # a seeded order breaks ties between equal remainders
+    quota = {k: n * len(groups[k]) / len(examples) for k in keys}
+    take = {k: int(quota[k]) for k in keys}
+    for k in sorted(keys, key=lambda k: quota[k] - take[k], reverse=True)[:n - sum(take.values())]:
+        take[k] += 1
+    return [examples[i] for i in sorted(i for k in keys for i in rng.sample(groups[k], take[k]))]
+
+
+def label_coverage(examples: list[Example], labels: list[str] | None) -> dict | None:
+    """How many of the labels the examples' references cover."""
+    if not labels:
+        return None
+    seen = {normalize(e.reference) for e in examples}
+    return {"labels": len(labels), "covered": sum(1 for lab in labels if lab in seen)}
 
 
 # --- prompts ------------------------------------------------------------------------------------------
@@ -92,6 +112,14 @@ def label_set(refs: list[str]) -> list[str] | None:
     from runtime.labels import label_set as decide
 
     return decide(refs, key=normalize)
+
+
+def label_spellings(refs: list[str], labels: list[str]) -> list[str]:
+    """Each normalised label as the data spells it most often ("card_arrival", not "cardarrival")."""
+    seen: dict[str, Counter] = {}
+    for r in refs:
+        seen.setdefault(normalize(r), Counter())[r.strip()] += 1
+    return [seen[lab].most_common(1)[0][0] if lab in seen else lab for lab in labels]
 
 
 def select_shots(pool: list[Example], k: int, seed: int = 0) -> list[Example]:
@@ -109,6 +137,8 @@ def select_shots(pool: list[Example], k: int, seed: int = 0) -> list[Example]:
     labels = label_set([e.reference for e in pool])
     if not labels:
         return order[:k]
+    if k < len(labels):  # fewer shots than labels: a seeded choice of labels, not the first k alphabetically
+        labels = rng.sample(labels, len(labels))
     by = {lab: [e for e in order if normalize(e.reference) == lab] for lab in labels}
     shots: list[Example] = []
     while len(shots) < k:
@@ -184,16 +214,30 @@ def rouge_l(pred: str, ref: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
+def label_codes(values: list[str | None], labels: list[str]):
+    """Labels as integer codes (their index in `labels`); -1 for None or a value outside the set."""
+    import numpy as np
+
+    index = {lab: i for i, lab in enumerate(labels)}
+    return np.array([index.get(v, -1) if v is not None else -1 for v in values], dtype=np.int64)
+
+
+def macro_f1_codes(pred, ref, n_labels: int) -> float:
+    """Macro F1 over the labels present in `ref` or `pred` (codes from `label_codes`); counting with bincount
+    keeps a 1,000-resample bootstrap over hundreds of labels fast."""
+    import numpy as np
+
+    hit = (pred == ref) & (ref >= 0)
+    tp = np.bincount(ref[hit], minlength=n_labels)
+    fp = np.bincount(pred[pred >= 0], minlength=n_labels) - tp
+    fn = np.bincount(ref[ref >= 0], minlength=n_labels) - tp
+    denom = 2 * tp + fp + fn
+    present = denom > 0  # a label absent from this resample on both sides does not count
+    return float((2 * tp[present] / denom[present]).mean()) if present.any() else 0.0
+
+
 def macro_f1(pred_labels: list[str | None], ref_labels: list[str], labels: list[str]) -> float:
-    f1s = []
-    for lab in labels:
-        tp = sum(1 for p, r in zip(pred_labels, ref_labels) if p == lab and r == lab)
-        fp = sum(1 for p, r in zip(pred_labels, ref_labels) if p == lab and r != lab)
-        fn = sum(1 for p, r in zip(pred_labels, ref_labels) if p != lab and r == lab)
-        if tp + fp + fn == 0:
-            continue  # label absent from this resample on both sides
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return sum(f1s) / len(f1s) if f1s else 0.0
+    return macro_f1_codes(label_codes(pred_labels, labels), label_codes(ref_labels, labels), len(labels))
 
 
 @dataclass
@@ -269,7 +313,64 @@ def _r(x: float | None, nd: int = 4):
     return round(float(x), nd)
 
 
+# --- decoding -------------------------------------------------------------------------------------------
+
+@dataclass
+class Decoding:
+    """How answers are generated: `labels` constrains the output to one of the label strings (JSON schema enum,
+    which every engine enforces), `first_line` stops at the first newline, `free` generates up to the budget."""
+
+    mode: str
+    choices: list[str] | None = None
+
+    @property
+    def json_schema(self) -> dict | None:
+        return {"type": "string", "enum": self.choices} if self.mode == "labels" else None
+
+    @property
+    def stop(self) -> list[str] | None:
+        return ["\n"] if self.mode == "first_line" else None
+
+    def prediction(self, comp) -> str:
+        """The answer a completion gives: the chosen label, the first line, or the whole text."""
+        if self.mode == "labels" and isinstance(comp.parsed, str):
+            return comp.parsed
+        if self.mode == "first_line":
+            return comp.text.split("\n", 1)[0]
+        return comp.text
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, **({"labels": len(self.choices)} if self.choices else {})}
+
+
+def choose_decoding(mode: str, refs: list[str], choices: list[str] | None, *, json_output: bool = False) -> Decoding:
+    """`auto`: labels when the references form a label set, else the first line when every reference is one
+    line, else free text; free whenever the output is checked as JSON (which may span lines)."""
+    from runtime.errors import BadInput
+
+    if mode == "labels" and not choices:
+        raise BadInput("decoding `labels` needs reference answers that form a label set",
+                       hint="Use decoding auto, first_line or free.")
+    if mode == "auto":
+        single_line = all("\n" not in r.strip() for r in refs)
+        mode = "free" if json_output else "labels" if choices else "first_line" if single_line else "free"
+    return Decoding(mode, choices if mode == "labels" else None)
+
+
+def answer_token_budget(engine, refs: list[str], floor: int = 8, cap: int = 512) -> int:
+    """Enough new tokens for the longest reference plus slack (JSON quotes and the end token for labels)."""
+    tok = getattr(engine, "tokenizer", None)
+    if tok is None:  # a server: about 3 characters per token in English, rounded up
+        longest = max((len(r) // 3 + 1 for r in refs), default=8)
+    else:
+        longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in refs), default=8)
+    return max(floor, min(cap, int(longest * 1.5) + 4))
+
+
 # --- running a prompted/adapted candidate -----------------------------------------------------------
+
+FAILED_SHARE = 0.5  # a candidate with more failed requests than this is an error, not a score
+
 
 @dataclass
 class CandidateRun:
@@ -281,23 +382,47 @@ class CandidateRun:
     messages: list[list[dict]]
     metrics: dict[str, MetricData] = field(default_factory=dict)
     engine: Any = None
+    failed: list[int] = field(default_factory=list)   # rows whose request failed (no answer)
+
+    @property
+    def error(self) -> str | None:
+        """Why this candidate has no score: most of its requests failed."""
+        if len(self.failed) > FAILED_SHARE * len(self.completions):
+            first = self.completions[self.failed[0]].error or "no answer"
+            return f"{len(self.failed)} of {len(self.completions)} requests failed (first: {first[:300]})"
+        return None
 
 
-def run_prompts(engine, messages: list[list[dict]], *, adapter: str | None, max_new_tokens: int,
-                batch_size: int, json_schema: dict | None = None) -> tuple[list[Any], float]:
-    from runtime.engines import ChatRequest, Sampling
+def failed_completion(exc: BaseException):
+    from runtime.engines import Completion
+
+    return Completion(text="", prompt_tokens=0, completion_tokens=0, latency_s=0.0, finish_reason="error",
+                      error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def run_prompts(engine, messages: list[list[dict]], *, adapter: str | None, sampling, batch_size: int,
+                json_schema: dict | None = None, on_done: Callable[[int], None] | None = None) -> tuple[list, float]:
+    """Generate one completion per message list, in batches of similar prompt length (less padding), calling
+    `on_done(k)` after each batch. A batch whose generate raises (a server that went away, a crash) comes back
+    as failed completions, counted and reported by the caller; a BadInput (a constraint that cannot compile)
+    is the person's to fix and is raised."""
+    from runtime.engines import ChatRequest
+    from runtime.errors import BadInput
 
     reqs = [ChatRequest(m, adapter=adapter, json_schema=json_schema) for m in messages]
+    order = sorted(range(len(reqs)), key=lambda i: sum(len(m["content"]) for m in messages[i]))
+    comps: list[Any] = [None] * len(reqs)
     t0 = time.perf_counter()
-    comps = engine.generate(reqs, Sampling(max_new_tokens=max_new_tokens), batch_size=batch_size)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        try:
+            outs = engine.generate([reqs[i] for i in chunk], sampling, batch_size=batch_size)
+        except BadInput:
+            raise
+        except Exception as e:  # noqa: BLE001 - counted and reported per candidate
+            outs = [failed_completion(e) for _ in chunk]
+        for i, c in zip(chunk, outs):
+            comps[i] = c
+        if on_done:
+            on_done(len(chunk))
     return comps, time.perf_counter() - t0
-
-
-def answer_token_budget(engine, refs: list[str], floor: int = 8, cap: int = 512) -> int:
-    """Enough new tokens for the longest reference plus slack."""
-    tok = getattr(engine, "tokenizer", None)
-    if tok is None:
-        longest = max((len(r.split()) for r in refs), default=8) * 2
-    else:
-        longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in refs), default=8)
-    return max(floor, min(cap, int(longest * 1.5) + 4))

@@ -2,9 +2,10 @@
 
 Every generated row carries provenance (teacher, prompt file and version, seed rows, sampling settings, judge
 score) and goes through filters that are counted: schema-valid JSON from the teacher, length bounds, not a
-near-duplicate (MinHash LSH, datasketch) of a seed or of another generated row, and a judge score threshold when
-a judge engine is given. Output is a new file in the seeds' format plus a manifest; the seeds are never
-touched. The result is audited with `audit_dataset`.
+near-duplicate (MinHash LSH, rensa: `runtime.neardup`) of a seed or of another generated row, and a judge score
+threshold when a judge engine is given. Output is a new file in the seeds' format plus a manifest, written
+together, never over the seeds or an existing file (unless `overwrite`). The result is audited with
+`audit_dataset`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class GenerateInput(ToolInput):
     judge: str | None = Field(None, description="engine spec of a judge that scores rows 1-5")
     judge_threshold: int = Field(3, ge=1, le=5, description="keep rows the judge scores at least this")
     out_path: str | None = Field(None, description="new file (default: <seeds>.synthetic.jsonl beside the seeds)")
+    overwrite: bool = Field(False, description="replace out_path and its manifest if they exist")
     shots: int = Field(3, ge=1, le=10, description="seed examples shown per self_instruct request")
     temperature: float = Field(0.8, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -73,42 +75,46 @@ def _echoes_instructions(prompt: str, task: str) -> bool:
             or p.startswith(("request:", "answer:")))
 
 
-def _shingles(text: str) -> set[str]:
-    w = text.lower().split()
-    return {" ".join(w[i:i + 3]) for i in range(max(1, len(w) - 2))} if w else {""}
+def _audit(path: Path) -> dict:
+    from runtime.errors import FtpilotError
+    from tools.dataset.audit import AuditDatasetInput, audit_dataset
 
-
-def _minhash(text: str):
-    from datasketch import MinHash
-
-    m = MinHash(num_perm=64, seed=1)
-    for s in _shingles(text):
-        m.update(s.encode())
-    return m
+    try:
+        o = audit_dataset(AuditDatasetInput(path=str(path)))
+    except FtpilotError as e:
+        return {"ok": False, "error": e.to_dict(),
+                "note": "audit_dataset could not run on the result; run it yourself before training"}
+    errors = [f for f in o.findings if f.severity == "error"]
+    return {"ok": True, "passed": not errors, "audit_id": o.audit_id, "rows": o.rows, "format": o.format,
+            "errors": {f.check: f.count for f in errors},
+            "warnings": {f.check: f.count for f in o.findings if f.severity == "warning"},
+            "report_path": o.report_path}
 
 
 @tool("generate_synthetic", "Generate synthetic training rows from seeds (Self-Instruct / Evol-Instruct) with a "
                             "teacher model; filtered, with provenance, audited; seeds untouched.", cost="cpu_job")
 def generate_synthetic(args: GenerateInput) -> GenerateOutput:
-    from datasketch import MinHashLSH
-
+    from runtime import dataio
     from runtime.engines import ChatRequest, Sampling, get_engine
     from runtime.errors import BadInput
+    from runtime.neardup import NearDuplicateIndex, minhash
+    from runtime.outputs import OutputSet, check_distinct, check_output, json_line
     from runtime.paths import resolve_path, sha256_file
-    from runtime.outputs import write_jsonl
     from tools import _evalcore as ec
     from tools._prompts import load_prompt
-    from tools.registry import call_tool
 
     seeds_file = resolve_path(args.seeds_path, must_exist=True)
     seeds_sha = sha256_file(seeds_file)
     seeds = ec.load_examples(seeds_file)
-    raw_first = json.loads(next(x for x in seeds_file.read_text(encoding="utf-8").splitlines() if x.strip()))
-    as_messages = "messages" in raw_first
+    as_messages = dataio.detect_format(seeds_file) in ("conversational", "openai_chat", "sharegpt")
     out = resolve_path(args.out_path) if args.out_path else seeds_file.with_name(seeds_file.stem + ".synthetic.jsonl")
     if out.resolve() == seeds_file.resolve():
         raise BadInput("out_path is the seeds file: generated data never overwrites the seeds",
                        hint="Choose another out_path.")
+    manifest = out.with_name(out.stem + ".manifest.json")
+    for p in (out, manifest):  # refused before any generation time is spent
+        check_output(p, inputs=[seeds_file], overwrite=args.overwrite)
+    check_distinct([out, manifest])
     systems = Counter(m["content"] for e in seeds for m in e.prompt if m["role"] == "system")
     system = systems.most_common(1)[0][0] if systems else None
     task = args.task or system
@@ -136,10 +142,9 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed)
 
-    lsh = MinHashLSH(threshold=args.near_duplicate_threshold, num_perm=64)
+    index = NearDuplicateIndex(args.near_duplicate_threshold)
     for e in seeds:
-        user = " ".join(m["content"] for m in e.prompt if m["role"] == "user")
-        lsh.insert(f"seed{e.row}", _minhash(user))
+        index.add(f"seed{e.row}", " ".join(m["content"] for m in e.prompt if m["role"] == "user"))
     counts = Counter()
     rejected: dict[str, list[dict]] = {}
     accepted: list[dict] = []
@@ -192,13 +197,13 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
                 reject("echoes_instructions", {"prompt": p[:200]})
                 continue
             counts["not_echo"] += 1
-            mh = _minhash(p)
-            dup = lsh.query(mh)
+            mh = minhash(p)
+            dup = index.find(p, mh)
             if dup:
-                reject("near_duplicate", {"prompt": p[:200], "duplicate_of": dup[0]})
+                reject("near_duplicate", {"prompt": p[:200], "duplicate_of": dup})
                 continue
             counts["not_duplicate"] += 1
-            lsh.insert(f"gen{counts['not_duplicate']}", mh)
+            index.add(f"gen{counts['not_duplicate']}", p, mh)
             survivors.append((p, a, meta))
         if judge and survivors:
             jt = load_prompt("judge_score")
@@ -236,13 +241,11 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
             else:
                 accepted.append({"prompt": p, "completion": a, "provenance": prov})
     counts["written"] = len(accepted)
-    write_jsonl(out, accepted, overwrite=True)  # the old behaviour; refusing is the generation tool's call
-    manifest = out.with_name(out.stem + ".manifest.json")
     order = ["generated", "schema_valid", "length_ok", "not_echo", "not_duplicate"] + (["judge_passed"] if judge else []) + \
         ["written"]
     ordered = {k: counts.get(k, 0) for k in order}
     ordered.update({k: v for k, v in counts.items() if k not in ordered})
-    manifest.write_text(json.dumps({
+    manifest_text = json.dumps({
         "what": "synthetic rows generated from seeds; the seeds file was not modified",
         "seeds_path": str(seeds_file), "seeds_sha256": seeds_sha, "out_path": str(out), "method": args.method,
         "teacher": teacher.describe(), "judge": judge.describe() if judge else None, "prompt": prompt.ref,
@@ -251,22 +254,15 @@ def generate_synthetic(args: GenerateInput) -> GenerateOutput:
                     "judge_threshold": args.judge_threshold if judge else None,
                     "labels": label_values},
         "counts": ordered, "rejected_examples": rejected, "seconds": round(time.perf_counter() - t0, 1)},
-        indent=2))
+        indent=2)
+    with OutputSet(overwrite=args.overwrite) as files:
+        with files.open(out) as f:
+            for row in accepted:
+                f.write(json_line(row))
+        files.open(manifest).write(manifest_text)
     audit = None
     if args.audit:
-        if not accepted:
-            audit = {"ok": False, "note": "nothing to audit: every generated row was filtered out"}
-        else:
-            res = call_tool("audit_dataset", {"path": str(out)})
-            if res.ok:
-                o = res.output
-                errors = [f for f in o["findings"] if f["severity"] == "error"]
-                audit = {"ok": True, "passed": not errors, "audit_id": o.get("audit_id"), "rows": o["rows"],
-                         "format": o["format"], "errors": {f["check"]: f["count"] for f in errors},
-                         "warnings": {f["check"]: f["count"] for f in o["findings"] if f["severity"] == "warning"},
-                         "report_path": o.get("report_path")}
-            else:
-                audit = {"ok": False, "error": res.error,
-                         "note": "audit_dataset could not run on the result; run it yourself before training"}
+        audit = _audit(out) if accepted else {"ok": False,
+                                              "note": "nothing to audit: every generated row was filtered out"}
     return GenerateOutput(out_path=str(out), manifest_path=str(manifest), rows_written=len(accepted), counts=ordered,
                           rejected_examples=rejected, audit=audit, teacher=teacher.describe(), prompt=prompt.ref)

@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
 MIN_EXAMPLES = 100          # guide: "100+ labeled examples"; 100-500 often suffice with LoRA
@@ -29,9 +30,11 @@ PREF_PAIRS_MIN = 5_000      # guide: "Preference tuning (RLHF) needs 5,000-50,00
 class RecommendInput(ToolInput):
     task: str = Field(description="what the model should do, in a sentence or two")
     train_path: str = Field(description="labeled examples (SFT formats); the few-shot demonstrations come from here")
-    eval_path: str | None = Field(None, description="held-out eval split; default: the last 20% of train_path "
-                                                    "(max 60 rows) is held out and not used for demonstrations")
+    eval_path: str | None = Field(None, description="held-out eval split; default: a seeded sample of 20% of "
+                                                    "train_path (max 60 rows, stratified by label) is held out and "
+                                                    "not used for demonstrations")
     preference_path: str | None = Field(None, description="ranked pairs, if preference tuning is considered")
+    columns: dict[str, str] | None = COLUMNS_FIELD
     model: str = Field("default", description="the model that would be prompted or fine-tuned")
     few_shot: int = Field(3, ge=1, le=16, description="k for the few-shot baseline")
     metric: Literal["auto", "accuracy", "exact_match", "rouge_l", "f1"] = Field(
@@ -43,7 +46,8 @@ class RecommendInput(ToolInput):
     budget_constrained: bool = Field(False, description="inference cost per request matters (low margin)")
     workload: Literal["steady", "one_off", "high_variance"] = Field(
         "steady", description="steady: the same task over and over; one_off / high_variance favour prompting")
-    eval_limit: int = Field(60, ge=10, le=2000, description="eval rows measured (more: tighter CIs, slower)")
+    eval_limit: int = Field(60, ge=10, le=2000, description="eval rows measured, a seeded sample stratified by "
+                                                            "label (more: tighter CIs, slower)")
     hourly_cost_usd: float | None = Field(None, ge=0, description="what an hour of this machine costs, for the "
                                                                   "training cost estimate")
     reuse_baseline: bool = Field(True, description="reuse a stored baseline for the same eval file, model and k")
@@ -80,48 +84,33 @@ def _clean_count(audit: dict) -> tuple[int, dict]:
     return max(0, valid - len(bad)), by_check
 
 
-def _count_rows(path: str) -> int:
-    from runtime.paths import resolve_path
-
-    p = resolve_path(path, must_exist=True)
-    return sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
-
-
 @tool("recommend_strategy", "Fine-tune or prompt? Measures zero/few-shot baselines on your data, applies the "
                             "guide's rules with the number behind each reason, says what data is missing.",
       cost="cpu_job")
 def recommend_strategy(args: RecommendInput) -> RecommendOutput:
-    import json
-
-    from runtime.errors import BadInput
+    from runtime.errors import FtpilotError
     from runtime.paths import data_subdir, resolve_path, sha256_file
-    from runtime.outputs import write_jsonl
     from tools import _evalcore as ec
-    from tools.registry import call_tool
+    from tools.dataset.audit import AuditDatasetInput, audit_dataset
 
     train_file = resolve_path(args.train_path, must_exist=True)
-    train = ec.load_examples(train_file)
+    train = ec.load_examples(train_file, columns=args.columns)
     notes: list[str] = []
     missing: list[str] = []
     work = data_subdir("recommendations") / f"rec-{sha256_file(train_file)[:10]}"
-    work.mkdir(parents=True, exist_ok=True)
 
     # --- the eval split ----------------------------------------------------------------------------
+    columns = args.columns
     if args.eval_path:
         eval_file = resolve_path(args.eval_path, must_exist=True)
         shots_file = train_file
     else:
-        if len(train) < 10:
-            raise BadInput(f"{train_file.name} has {len(train)} rows: too few to hold out an eval split",
-                           hint="Give an eval_path, or collect more examples (the guide: 100+).")
-        rows = [json.loads(x) for x in train_file.read_text(encoding="utf-8").splitlines() if x.strip()]
-        n_eval = min(60, max(5, len(rows) // 5))
-        eval_file = write_jsonl(work / "heldout_eval.jsonl", rows[-n_eval:], overwrite=True)
-        shots_file = write_jsonl(work / "heldout_train.jsonl", rows[:-n_eval], overwrite=True)
-        missing.append(f"a separate eval split: the last {n_eval} rows of the train file were held out for this "
-                       "measurement")
-    evals = ec.load_examples(eval_file, args.eval_limit)
-    labels = ec.label_set([e.reference for e in evals])
+        eval_file, shots_file, n_eval = _hold_out(train, train_file, work)
+        columns = None  # the held-out files are written in TRL's messages format
+        missing.append(f"a separate eval split: {n_eval} rows of the train file (a seeded sample, stratified by "
+                       "label) were held out for this measurement")
+    evals = ec.load_examples(eval_file, columns=columns)
+    labels = ec.label_set([e.reference for e in evals + train])  # as evaluate decides: all references at hand
     metric = args.metric
     if metric == "auto":
         short = sorted(len(e.reference.split()) for e in evals)[len(evals) // 2] <= 5
@@ -131,47 +120,33 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
         notes.append("answers do not form a label set: exact_match used instead of accuracy/f1")
 
     # --- audit -------------------------------------------------------------------------------------
-    audit_out = None
     clean = len(train)
-    res = call_tool("audit_dataset", {"path": str(train_file), "eval_path": str(eval_file) if args.eval_path else None,
-                                      "model": args.model})
-    if res.ok:
-        clean, bad = _clean_count(res.output)
-        audit_out = {"audit_id": res.output.get("audit_id"), "rows": res.output["rows"], "clean_examples": clean,
-                     "removed_by_check": bad, "report_path": res.output.get("report_path"),
-                     "recommendations": res.output.get("recommendations", [])}
-    else:
-        audit_out = {"error": res.error, "clean_examples": None,
+    try:
+        audit = audit_dataset(AuditDatasetInput(path=str(train_file), model=args.model, columns=args.columns,
+                                                eval_path=str(eval_file) if args.eval_path else None))
+        clean, bad = _clean_count(audit.model_dump())
+        audit_out = {"audit_id": audit.audit_id, "rows": audit.rows, "clean_examples": clean,
+                     "removed_by_check": bad, "report_path": audit.report_path,
+                     "recommendations": audit.recommendations}
+    except FtpilotError as e:
+        audit_out = {"error": e.to_dict(), "clean_examples": None,
                      "note": f"audit_dataset unavailable; counted {len(train)} readable rows instead"}
 
     # --- the measured baseline -----------------------------------------------------------------------
     eval_sha = sha256_file(eval_file)
     baseline = _reuse_baseline(eval_sha, args) if args.reuse_baseline else None
     if baseline is None:
-        metrics = sorted({metric, "exact_match"} | ({"accuracy", "f1"} if labels else set()))
-        ev = call_tool("evaluate", {
-            "eval_path": str(eval_file), "train_path": str(shots_file), "limit": args.eval_limit,
-            "candidates": [{"model": args.model, "name": "zero_shot"},
-                           {"model": args.model, "few_shot": args.few_shot, "name": f"{args.few_shot}_shot"}],
-            "metrics": metrics, "out_dir": str(work / f"baseline-{eval_sha[:10]}")})
-        if not ev.ok:
-            raise BadInput(f"the baseline could not be measured: {ev.error.get('message')}",
-                           hint=ev.error.get("hint"))
-        o = ev.output
-        by = {r["name"]: r for r in o["results"]}
-        z, f = by["zero_shot"], by[f"{args.few_shot}_shot"]
-        baseline = {"metric": metric, "model": args.model, "few_shot": args.few_shot, "n": o["n"],
-                    "zero_shot": z["metrics"][metric], "few_shot_score": f["metrics"][metric],
-                    "few_shot_vs_zero": o["comparisons"][0]["metrics"].get(metric),
-                    "latency_p50_s": {"zero_shot": z["latency_s"]["p50"], "few_shot": f["latency_s"]["p50"]},
-                    "prompt_tokens_mean": {"zero_shot": z["prompt_tokens_mean"], "few_shot": f["prompt_tokens_mean"]},
-                    "report_path": o["report_path"], "evaluation_id": o["evaluation_id"], "reused": False}
+        baseline = _measure_baseline(args, eval_file, shots_file, metric, labels, columns)
     else:
         baseline["reused"] = True
     zs, fs = baseline["zero_shot"]["value"], baseline["few_shot_score"]["value"]
     best_prompt = max(zs, fs)
     best_name = "few-shot" if fs >= zs else "zero-shot"
     gap = round(args.target_quality - best_prompt, 4)
+    cov = baseline["sample"].get("coverage")
+    if cov and cov["covered"] < cov["labels"]:
+        missing.append(f"a baseline over every label: the {baseline['n']} rows measured cover {cov['covered']} of "
+                       f"{cov['labels']} labels (raise eval_limit to {cov['labels']} or more)")
 
     # --- the rules -----------------------------------------------------------------------------------
     reasons: list[Reason] = []
@@ -179,8 +154,8 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
         rule="quality gap vs prompting", favours="fine_tune" if gap >= GAP_THRESHOLD else "prompt",
         value=gap, threshold=GAP_THRESHOLD,
         detail=f"best prompted {metric} is {best_prompt:.3f} ({best_name}, {args.few_shot}-shot "
-               f"{fs:.3f} {_ci(baseline['few_shot_score'])}, zero-shot {zs:.3f} {_ci(baseline['zero_shot'])}, "
-               f"n={baseline['n']}); the target is {args.target_quality:.2f}, so the gap is {gap:+.3f} "
+               f"{fs:.3f} {_ci(baseline['few_shot_score'])}, zero-shot {zs:.3f} {_ci(baseline['zero_shot'])}; "
+               f"{_measured_on(baseline)}); the target is {args.target_quality:.2f}, so the gap is {gap:+.3f} "
                f"({'at or above' if gap >= GAP_THRESHOLD else 'below'} the guide's 20%)"))
     enough = clean >= MIN_EXAMPLES
     reasons.append(Reason(
@@ -189,7 +164,7 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
                "for a task-specific LoRA)" + ("" if audit_out.get("clean_examples") is not None
                                              else "; audit unavailable, readable rows counted")))
     if args.latency_budget_ms is not None:
-        single = _single_request_latency(args, eval_file, shots_file)
+        single = _single_request_latency(args, eval_file, shots_file, columns)
         p50_ms = single["few_shot_p50_ms"]
         tight = args.latency_budget_ms < LATENCY_MS
         reasons.append(Reason(
@@ -221,7 +196,9 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
                                      "documents in the prompt) closes a knowledge gap; fine-tuning teaches form"))
     pref = None
     if args.preference_path:
-        pref = _count_rows(args.preference_path)
+        from runtime.dataio import count_records
+
+        pref = count_records(resolve_path(args.preference_path, must_exist=True))
         reasons.append(Reason(rule="preference pairs", favours="neutral" if pref >= PREF_PAIRS_MIN else "more_data",
                               value=pref, threshold=PREF_PAIRS_MIN,
                               detail=f"{pref} ranked pairs; preference tuning wants 5,000-50,000"))
@@ -247,18 +224,21 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
     # --- time/cost estimate --------------------------------------------------------------------------
     estimate = None
     if rec in ("fine_tune", "collect_data"):
-        pl = call_tool("plan_training", {"model": args.model, "train_path": str(train_file), "method": "lora"})
-        if pl.ok:
-            mins = pl.output.get("expected_minutes")
-            estimate = {"training_minutes": mins, "plan": pl.output,
+        from tools.training import PlanTrainingInput, plan_training
+
+        try:
+            plan = plan_training(PlanTrainingInput(model=args.model, train_path=str(train_file), method="lora"))
+        except FtpilotError as e:
+            estimate = {"error": e.to_dict(), "note": "plan_training unavailable: no time/cost estimate"}
+        else:
+            mins = plan.expected_minutes
+            estimate = {"training_minutes": mins, "plan": plan.model_dump(mode="json"),
                         "hardware": _hardware_line(),
                         "cost_usd": (round(mins / 60 * args.hourly_cost_usd, 4)
                                      if mins is not None and args.hourly_cost_usd is not None else None),
                         "cost_note": "machine time on this hardware" + (
                             f" at ${args.hourly_cost_usd}/h" if args.hourly_cost_usd is not None
                             else "; give hourly_cost_usd for a price")}
-        else:
-            estimate = {"error": pl.error, "note": "plan_training unavailable: no time/cost estimate"}
 
     summaries = {
         "fine_tune": f"Fine-tune: prompting reaches {best_prompt:.2f} {metric} against a {args.target_quality:.2f} "
@@ -283,7 +263,61 @@ def recommend_strategy(args: RecommendInput) -> RecommendOutput:
     return result
 
 
-def _single_request_latency(args: RecommendInput, eval_file, shots_file, n: int = 3) -> dict:
+def _hold_out(train: list, train_file, work):
+    """Without an eval file: a seeded sample of the train rows, stratified by label (20%, 5 to 60 rows), is held
+    out for measuring; the rest give the demonstrations. Both are written to the work folder in the data dir."""
+    from runtime.errors import BadInput
+    from runtime.outputs import write_jsonl
+    from tools import _evalcore as ec
+
+    if len(train) < 10:
+        raise BadInput(f"{train_file.name} has {len(train)} rows: too few to hold out an eval split",
+                       hint="Give an eval_path, or collect more examples (the guide: 100+).")
+    n_eval = min(60, max(5, len(train) // 5))
+    held = ec.sample_examples(train, n_eval, seed=0, labels=ec.label_set([e.reference for e in train]))
+    rows = {e.row for e in held}
+
+    def record(e) -> dict:
+        return {"messages": e.prompt + [{"role": "assistant", "content": e.reference}]}
+
+    eval_file = write_jsonl(work / "heldout_eval.jsonl", [record(e) for e in held], overwrite=True)
+    shots_file = write_jsonl(work / "heldout_train.jsonl", [record(e) for e in train if e.row not in rows],
+                             overwrite=True)
+    return eval_file, shots_file, n_eval
+
+
+def _measure_baseline(args: RecommendInput, eval_file, shots_file, metric: str, labels, columns) -> dict:
+    """Zero-shot and k-shot prompting of the model, measured by `evaluate` on a seeded sample of the eval rows
+    (stratified by label), so a label-sorted file is not judged by its first labels."""
+    from tools.evaluate import Candidate, EvaluateInput, run_evaluation
+
+    k = args.few_shot
+    o = run_evaluation(EvaluateInput(
+        eval_path=str(eval_file), train_path=str(shots_file), sample=args.eval_limit, columns=columns,
+        candidates=[Candidate(model=args.model, name="zero_shot"),
+                    Candidate(model=args.model, few_shot=k, name=f"{k}_shot")],
+        metrics=sorted({metric, "exact_match"} | ({"accuracy", "f1"} if labels else set()))))
+    by = {r["name"]: r for r in o.results}
+    z, f = by["zero_shot"], by[f"{k}_shot"]
+    return {"metric": metric, "model": args.model, "few_shot": k, "n": o.n, "eval_limit": args.eval_limit,
+            "sample": o.sample or {"n": o.n, "of": o.n, "seed": 0, "stratified": False, "coverage": None},
+            "decoding": o.decoding, "zero_shot": z["metrics"][metric], "few_shot_score": f["metrics"][metric],
+            "few_shot_vs_zero": o.comparisons[0]["metrics"].get(metric) if o.comparisons else None,
+            "latency_p50_s": {"zero_shot": z["latency_s"]["p50"], "few_shot": f["latency_s"]["p50"]},
+            "prompt_tokens_mean": {"zero_shot": z["prompt_tokens_mean"], "few_shot": f["prompt_tokens_mean"]},
+            "report_path": o.report_path, "evaluation_id": o.evaluation_id, "reused": False}
+
+
+def _measured_on(baseline: dict) -> str:
+    """n, how the rows were chosen and the labels they cover, for the reasons."""
+    s = baseline["sample"]
+    cov = s.get("coverage")
+    how = (f"a seeded sample of {s['of']} eval rows" + (", stratified by label" if s["stratified"] else "")
+           if s["n"] < s["of"] else "every eval row")
+    return f"n={baseline['n']}, {how}" + (f", covering {cov['covered']} of {cov['labels']} labels" if cov else "")
+
+
+def _single_request_latency(args: RecommendInput, eval_file, shots_file, columns, n: int = 3) -> dict:
     """Unbatched latency, the number a per-request budget is about: n requests one at a time, each way."""
     import time
 
@@ -291,10 +325,11 @@ def _single_request_latency(args: RecommendInput, eval_file, shots_file, n: int 
 
     from runtime.engines import Sampling, get_engine
     from tools import _evalcore as ec
+    from tools.evaluate import DEFAULT_ENGINE
 
-    eng = get_engine(f"transformers:{args.model}")
-    evals = ec.load_examples(eval_file, n)
-    shots = ec.select_shots(ec.load_examples(shots_file), args.few_shot)
+    eng = get_engine(f"{DEFAULT_ENGINE}:{args.model}")
+    evals = ec.load_examples(eval_file, n, columns=columns)
+    shots = ec.select_shots(ec.load_examples(shots_file, columns=columns), args.few_shot)
     budget = ec.answer_token_budget(eng, [e.reference for e in evals])
     out = {"n": len(evals)}
     for key, sh in (("zero_shot", []), ("few_shot", shots)):
@@ -333,6 +368,7 @@ def _reuse_baseline(eval_sha: str, args: RecommendInput) -> dict | None:
         b = res.get("baseline")
         if (res.get("kind") == "recommendation" and b and b.get("model") == args.model
                 and b.get("few_shot") == args.few_shot and b.get("metric") == (res.get("metric"))
+                and b.get("eval_limit") == args.eval_limit and b.get("sample")
                 and (args.metric in ("auto", res.get("metric")))):
             return dict(b)
     return None

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from runtime.training.config import LORA_ALPHA, LORA_DROPOUT, LORA_R, MAX_BATCH, MAX_LENGTH, MAX_STEPS
 from tools.registry import ToolInput, tool
 
 Method = Literal["lora", "qlora", "full"]
@@ -47,7 +48,8 @@ class ProgressPrinter:
         step, total = job.step or 0, job.total_steps or 0
         loss = metric.get("loss") if metric else None
         sps = metric.get("s_per_step") if metric else None
-        eta = f"{(total - step) * sps:.0f}s" if sps and total else "?"
+        eta_s = (metric or {}).get("eta_s")
+        eta = f"{eta_s:.0f}s" if eta_s is not None else (f"{(total - step) * sps:.0f}s" if sps and total else "?")
         width = 24
         filled = int(width * step / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
@@ -71,11 +73,11 @@ def run_output(job, plan: dict | None = None) -> RunOutput:
                      plan=plan or (job.config or {}).get("plan"), error=job.error)
 
 
-def start_and_maybe_wait(kind: str, method: str, model: str, dataset: str | None, config: dict, wait: bool,
-                         timeout_s: float | None) -> Any:
+def start_and_maybe_wait(config, model: str, wait: bool, timeout_s: float | None, method: str) -> Any:
     from runtime import jobs
 
-    job = jobs.create_job(kind, method=method, model=model, dataset=dataset, config=config)
+    job = jobs.create_job(config.kind, method=method, model=model, dataset=config.train_path,
+                          config=config.model_dump(mode="json"))
     if wait:
         job = jobs.wait_job(job.id, timeout=timeout_s, on_progress=ProgressPrinter())
     return job
@@ -115,46 +117,68 @@ def _check_format(path: str | None, kinds: set[str], what: str, allow_labels: bo
 class TrainCommon(ToolInput):
     model: str = Field("default", description="model name (`default` = bundled SmolLM2-135M-Instruct) or a local dir")
     learning_rate: float | None = Field(None, gt=0, description="default: 2e-4 for lora/qlora, 2e-5 for full")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
-    epochs: float = Field(1.0, gt=0, description="passes over the data when max_steps is not set")
-    batch_size: int | None = Field(None, ge=1, description="per-device batch; default from the memory plan (8 here)")
-    grad_accum: int | None = Field(None, ge=1, description="gradient accumulation; default from the memory plan")
-    max_length: int = Field(512, ge=16, description="tokens per example (longer ones are truncated)")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="optimizer steps; overrides epochs")
+    epochs: float = Field(1.0, gt=0, le=10_000, description="passes over the data when max_steps is not set")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH,
+                                   description="per-device batch; default from the memory plan (8 here)")
+    grad_accum: int | None = Field(None, ge=1, le=MAX_BATCH, description="gradient accumulation; default from the "
+                                   "memory plan")
+    max_length: int = Field(512, ge=16, le=MAX_LENGTH, description="tokens per example (longer ones are truncated)")
     gradient_checkpointing: bool | None = Field(None, description="default: only when the memory plan needs it")
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    lora_r: int = Field(LORA_R, ge=1, le=4096, description="LoRA rank")
+    lora_alpha: int = Field(LORA_ALPHA, ge=1, le=65536, description="LoRA alpha")
+    lora_dropout: float = Field(LORA_DROPOUT, ge=0, lt=1, description="LoRA dropout")
     lora_targets: list[str] | None = Field(None, description="module names for LoRA; default all linear layers")
-    save_steps: int | None = Field(None, ge=1, description="checkpoint every N steps (default max(10, steps/4))")
-    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: before and after only)")
+    save_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="checkpoint every N steps (default "
+                                   "max(10, steps/4))")
+    eval_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="evaluate every N steps (default: before "
+                                   "and after only)")
     num_processes: int = Field(1, ge=1, le=64, description="processes under `accelerate launch` (DDP); 1 = plain")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 only where the hardware has it natively (probe), else fp32")
     seed: int = 0
+    columns: dict[str, str] | None = Field(None, description="which column holds each role (keys among prompt, "
+                                           "completion, system, chosen, rejected), for data in other layouts")
+    too_long: Literal["truncate", "refuse"] = Field(
+        "truncate", description="rows longer than max_length: truncate them, or refuse the run naming them")
+    eval_rows: int | None = Field(None, ge=0, description="held-out rows scored before/after; default: as many as "
+                                  "take about 30 s each time here (the result says how many); 0: none")
+    preflight: bool | None = Field(None, description="measure a few steps at the planned shape before training "
+                                   "(peak memory, real tokens/s, ETA; corrects the batch if it would not fit); "
+                                   "default: for runs of 100 steps or more")
     wait: bool = Field(False, description="block until the job ends and return its result")
     timeout_s: float | None = Field(None, gt=0, description="with wait: give up waiting after this many seconds")
 
 
-def _planned(args: TrainCommon, kind: str, method: str, train_path: str | None, model_path: str) -> tuple[dict, dict]:
-    """Resolve batch size / accumulation / checkpointing from the memory plan unless given."""
+# Tool fields that go into every run config as they are.
+CONFIG_FIELDS = ("model", "learning_rate", "max_steps", "epochs", "max_length", "lora_r", "lora_alpha",
+                 "lora_dropout", "lora_targets", "save_steps", "eval_steps", "num_processes", "precision", "seed",
+                 "columns", "too_long", "eval_rows", "preflight", "train_path", "eval_path")
+
+
+def build_config(config_cls, args: TrainCommon, model_path: str, plan_method: str, **fields):
+    """The run's typed config: the tool's fields, the memory plan's batch/accumulation/checkpointing where the
+    person named none, and the method's own fields. Its validators are the cross-field rules."""
+    from pydantic import ValidationError
+
+    from runtime.errors import BadInput
     from runtime.planning import plan_for
 
-    plan = plan_for(model_path, method if method in ("lora", "qlora", "full") else "lora",
-                    seq_len=args.max_length, train_path=train_path, batch_size=args.batch_size,
-                    gradient_checkpointing=args.gradient_checkpointing, lora_r=args.lora_r)
-    cfg = {"batch_size": args.batch_size or plan["batch_size"], "grad_accum": args.grad_accum or plan["grad_accum"],
-           "gradient_checkpointing": plan["gradient_checkpointing"] if args.gradient_checkpointing is None
-           else args.gradient_checkpointing}
-    return cfg, plan
-
-
-def _base_config(args: TrainCommon, method: str) -> dict:
-    lr = args.learning_rate or (2e-5 if method == "full" else 2e-4)
-    return {"model": args.model, "learning_rate": lr, "max_steps": args.max_steps, "epochs": args.epochs,
-            "max_length": args.max_length, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-            "lora_dropout": args.lora_dropout, "lora_targets": args.lora_targets, "save_steps": args.save_steps,
-            "eval_steps": args.eval_steps, "num_processes": args.num_processes, "seed": args.seed,
-            "precision": args.precision}
+    pairs = config_cls.kind == "train_dpo"  # a preference row is two sequences: half the batch
+    plan = plan_for(model_path, plan_method, seq_len=args.max_length, train_path=None if pairs else args.train_path,
+                    batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
+                    lora_r=args.lora_r, max_steps=args.max_steps, epochs=args.epochs, columns=args.columns)
+    batch = args.batch_size or (max(1, plan["batch_size"] // 2) if pairs else plan["batch_size"])
+    values = {k: getattr(args, k) for k in CONFIG_FIELDS}
+    values.update(batch_size=batch, grad_accum=args.grad_accum or plan["grad_accum"],
+                  gradient_checkpointing=plan["gradient_checkpointing"] if args.gradient_checkpointing is None
+                  else args.gradient_checkpointing,
+                  group_by_length=plan.get("group_by_length", False), plan=plan, **fields)
+    try:
+        return config_cls(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors())
+        raise BadInput(problems, hint="Fix these arguments and call again.", code="validation_error") from None
 
 
 # --- train_sft ------------------------------------------------------------------------------------------
@@ -169,14 +193,14 @@ class TrainSFTInput(TrainCommon):
 @tool("train_sft", "Supervised fine-tuning (LoRA, QLoRA or full) as a background job; loss on answers only.",
       cost="cpu_job")
 def train_sft(args: TrainSFTInput) -> RunOutput:
+    from runtime.training.config import SFTRun
+
     model_path = _check_inputs(args.model, args.train_path, args.eval_path)
     for p in (args.train_path, args.eval_path):
         _check_format(p, {"sft", "text"}, "train_sft")
-    cfg = _base_config(args, args.method)
-    planned, plan = _planned(args, "train_sft", args.method, args.train_path, model_path)
-    cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan)
-    job = start_and_maybe_wait("train_sft", args.method, args.model, args.train_path, cfg, args.wait, args.timeout_s)
-    return run_output(job, plan)
+    config = build_config(SFTRun, args, model_path, args.method, method=args.method)
+    job = start_and_maybe_wait(config, args.model, args.wait, args.timeout_s, args.method)
+    return run_output(job, config.plan)
 
 
 # --- run controls ---------------------------------------------------------------------------------------
@@ -225,22 +249,32 @@ class RunStatusOutput(BaseModel):
     last_metrics: dict | None = Field(None, description="the last metrics line with a training loss")
     eta_s: float | None = None
     checkpoint: str | None = Field(None, description="the last checkpoint (what resume continues from)")
+    tokens_per_s: float | None = Field(None, description="real (non-padding) input tokens per second, lately")
+    label_tokens_per_s: float | None = Field(None, description="answer tokens the loss is on, per second, lately")
+    preflight: dict | None = Field(None, description="the pre-flight's measured peak memory, tokens/s, ETA and any "
+                                   "correction of the plan")
 
 
-@tool("run_status", "A run's job row, its last metrics (step, loss, tokens/s, memory), ETA and last checkpoint.",
-      cost="instant")
+@tool("run_status", "A run's job row, its last metrics (step, loss, real tokens/s, memory), ETA, pre-flight and "
+      "last checkpoint.", cost="instant")
 def run_status(args: RunIdInput) -> RunStatusOutput:
     from runtime import jobs
 
     jobs.refresh()
     job = jobs.get_job(args.job_id)
-    last = jobs.last_metric(job)
+    last = jobs.last_metric(job) or {}
+    final = (job.result or {}).get("metrics") or {}
     eta = None
-    if job.status == "running" and last and last.get("s_per_step") and job.total_steps:
+    if job.status == "running" and last.get("eta_s") is not None:
+        eta = last["eta_s"]  # from the mean step time since training began
+    elif job.status == "running" and last.get("s_per_step") and job.total_steps:
         eta = round((job.total_steps - (job.step or 0)) * last["s_per_step"], 1)
     ckpt = jobs.last_checkpoint(job)
-    return RunStatusOutput(job=jobs.job_summary(job), last_metrics=last, eta_s=eta,
-                           checkpoint=str(ckpt) if ckpt else None)
+    return RunStatusOutput(job=jobs.job_summary(job), last_metrics=last or None, eta_s=eta,
+                           checkpoint=str(ckpt) if ckpt else None,
+                           tokens_per_s=last.get("tokens_per_s", final.get("tokens_per_s")),
+                           label_tokens_per_s=last.get("label_tokens_per_s", final.get("label_tokens_per_s")),
+                           preflight=(job.result or {}).get("preflight"))
 
 
 class RunControlOutput(BaseModel):
@@ -293,31 +327,18 @@ class TrainDPOInput(TrainCommon):
 @tool("train_dpo", "Preference tuning (DPO/IPO/hinge, KTO, ORPO) with LoRA as a background job; the reference "
       "is the adapter-disabled model.", cost="cpu_job")
 def train_dpo(args: TrainDPOInput) -> RunOutput:
-    from runtime.paths import resolve_path
+    from runtime.models import resolve_adapter
+    from runtime.training.config import PreferenceRun
 
     model_path = _check_inputs(args.model, args.train_path, args.eval_path)
     for p in (args.train_path, args.eval_path):
         _check_format(p, {"preference"}, f"train_dpo ({args.method})", allow_labels=args.method == "kto")
     if args.adapter_path:
-        ap = resolve_path(args.adapter_path, must_exist=True)
-        if not (ap / "adapter_config.json").exists():
-            from runtime.errors import BadInput
-
-            raise BadInput(f"{ap} is not a PEFT adapter dir (no adapter_config.json)",
-                           hint="Pass the adapter_path a train_sft run returned.")
-    base_method = "qlora" if args.quantize else "lora"
-    if args.learning_rate is None:
-        args.learning_rate = 5e-5
-    cfg = _base_config(args, base_method)
-    planned, plan = _planned(args, "train_dpo", base_method, None, model_path)
-    if args.batch_size is None:  # a pair is two sequences
-        planned["batch_size"] = max(1, planned["batch_size"] // 2)
-        planned["grad_accum"] = max(1, planned["grad_accum"])
-    method = args.method if args.method != "dpo" else args.loss
-    cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan, beta=args.beta,
-               loss=args.loss, adapter_path=args.adapter_path, base_method=base_method)
-    job = start_and_maybe_wait("train_dpo", method, args.model, args.train_path, cfg, args.wait, args.timeout_s)
-    return run_output(job, plan)
+        resolve_adapter(args.adapter_path)  # an adapter dir, with safetensors and a base model tools may read
+    config = build_config(PreferenceRun, args, model_path, "qlora" if args.quantize else "lora", method=args.method,
+                          loss=args.loss, beta=args.beta, adapter_path=args.adapter_path, quantize=args.quantize)
+    job = start_and_maybe_wait(config, args.model, args.wait, args.timeout_s, config.job_method)
+    return run_output(job, config.plan)
 
 
 # --- distill --------------------------------------------------------------------------------------------
@@ -338,34 +359,45 @@ class DistillInput(TrainCommon):
 @tool("distill", "Distil a teacher into a smaller student (logit KD, on-policy GKD or sequence-level KD) as a "
       "background job.", cost="cpu_job")
 def distill(args: DistillInput) -> RunOutput:
+    from runtime.training.config import DistillRun
+
     model_path = _check_inputs(args.model, args.train_path, args.eval_path)
     if args.student:
         _check_inputs(args.student)
     for p in (args.train_path, args.eval_path):
         _check_format(p, {"sft"}, "distill")
-    if args.learning_rate is None:
-        args.learning_rate = 1e-4
-    cfg = _base_config(args, "full")
-    planned, plan = _planned(args, "distill", "full", args.train_path, model_path)
-    cfg.update(planned, train_path=args.train_path, eval_path=args.eval_path, plan=plan, student=args.student,
-               temperature=args.temperature, max_new_tokens=args.max_new_tokens)
-    job = start_and_maybe_wait("distill", args.mode, args.model, args.train_path, cfg, args.wait, args.timeout_s)
-    return run_output(job, plan)
+    config = build_config(DistillRun, args, model_path, "full", mode=args.mode, student=args.student,
+                          temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    job = start_and_maybe_wait(config, args.model, args.wait, args.timeout_s, args.mode)
+    return run_output(job, config.plan)
 
 
 # --- plan_training --------------------------------------------------------------------------------------
 
+class PlanTarget(ToolInput):
+    device: Literal["cuda", "cpu"] | None = Field(None, description="default: this machine's")
+    gpu_memory_gb: float | None = Field(None, gt=0, le=100_000, description="one card's memory (default: this "
+                                        "machine's card, or 80 GB)")
+    gpu_count: int | None = Field(None, ge=1, le=1024, description="cards (data parallel: each holds a copy)")
+    bf16: bool | None = Field(None, description="default: what the device supports (every recent GPU)")
+
+
 class PlanTrainingInput(ToolInput):
-    model: str = Field("default", description="model name or local dir")
+    model: str = Field("default", description="model name or local dir (config.json is enough)")
     method: Method = Field("lora", description="lora | qlora | full")
-    max_length: int = Field(512, ge=16, description="tokens per example (cap)")
+    max_length: int = Field(512, ge=16, le=MAX_LENGTH, description="tokens per example (cap)")
     train_path: str | None = Field(None, description="dataset for token statistics (rows, mean/p95/max tokens)")
-    batch_size: int | None = Field(None, ge=1, description="fix the batch size instead of choosing one")
+    columns: dict[str, str] | None = Field(None, description="which column holds each role, as for train_sft")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="fix the batch size instead of choosing "
+                                   "one")
     gradient_checkpointing: bool | None = Field(None, description="force checkpointing on/off (default: only if needed)")
-    lora_r: int = Field(16, ge=1)
-    budget_mb: float | None = Field(None, gt=0, description="memory budget (default: 90% of GPU memory, or 60% of RAM)")
-    max_steps: int | None = Field(None, ge=1)
-    epochs: float = Field(1.0, gt=0)
+    lora_r: int = Field(LORA_R, ge=1, le=4096)
+    budget_mb: float | None = Field(None, gt=0, description="memory budget (default: what the allocator can use "
+                                    "on the target card, or 60% of RAM)")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    epochs: float = Field(1.0, gt=0, le=10_000)
+    target: PlanTarget | None = Field(None, description="plan for another machine, e.g. {\"device\": \"cuda\", "
+                                      "\"gpu_memory_gb\": 24}; default: this one")
 
 
 class PlanTrainingOutput(BaseModel):
@@ -375,23 +407,30 @@ class PlanTrainingOutput(BaseModel):
     batch_size: int
     grad_accum: int
     gradient_checkpointing: bool
-    estimate: dict = Field(description="peak memory in MB by part: framework, weights, optimizer, activations, logits")
+    estimate: dict = Field(description="peak memory in MB by part: framework, weights, optimizer, activations, "
+                           "logits; total_mb predicts torch.cuda.max_memory_allocated on CUDA, peak RSS on a CPU")
     budget_mb: float
+    reason: str | None = Field(None, description="why this batch, accumulation and checkpointing")
+    target: dict | None = Field(None, description="the machine planned for")
+    seq_len: int | None = Field(None, description="the longest padded batch's length the estimate is for")
+    group_by_length: bool = False
     expected_steps: int | None = None
+    expected_s_per_step: float | None = None
     expected_minutes: float | None = None
     token_stats: dict | None = None
     notes: list[str] = Field(default_factory=list)
 
 
-@tool("plan_training", "Estimate peak memory for a training run and choose a config that fits this machine.",
-      cost="instant")
+@tool("plan_training", "Estimate peak memory for a training run and choose a config that fits this machine or a "
+      "named target (e.g. one 24 GB GPU).", cost="instant")
 def plan_training(args: PlanTrainingInput) -> PlanTrainingOutput:
     from runtime.planning import plan_for
 
     model_path = _check_inputs(args.model, args.train_path)
     plan = plan_for(model_path, args.method, seq_len=args.max_length, train_path=args.train_path,
                     batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
-                    lora_r=args.lora_r, budget_mb=args.budget_mb, max_steps=args.max_steps, epochs=args.epochs)
+                    lora_r=args.lora_r, budget_mb=args.budget_mb, max_steps=args.max_steps, epochs=args.epochs,
+                    columns=args.columns, target=args.target.model_dump(exclude_none=True) if args.target else None)
     return PlanTrainingOutput(**{k: plan.get(k) for k in PlanTrainingOutput.model_fields if k in plan})
 
 

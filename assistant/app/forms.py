@@ -1,7 +1,8 @@
 """A form built from a tool's pydantic input model: one widget per field, prefilled, validated on submit.
 
 This is how every plan step runs without the brain: the person fills (or accepts) the form, and the tool
-runs with exactly those arguments.
+runs with exactly those arguments. The buttons stay on screen whatever the form's length (the fields scroll),
+ctrl+s submits (shown in the footer), and tabbing into a field leaves its text unselected, so typing adds to it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Footer, Input, Label, Select, Static, Switch
 
 
 def _unwrap(annotation) -> tuple[Any, bool]:
@@ -53,7 +54,8 @@ def field_widgets(model: type[BaseModel], values: dict) -> list[tuple[str, Any, 
                        allow_blank=not f.is_required() or value not in choices, id=wid)
         else:
             text = "" if value is None else (value if isinstance(value, str) else json.dumps(value, default=str))
-            w = Input(value=text, placeholder="(default)" if not f.is_required() else "required", id=wid)
+            w = Input(value=text, placeholder="(default)" if not f.is_required() else "required", id=wid,
+                      select_on_focus=False)
         out.append((name, w, f.annotation))
     return out
 
@@ -79,16 +81,6 @@ def read_value(widget, annotation) -> tuple[bool, Any]:
 class ToolFormScreen(ModalScreen[dict | None]):
     """Edit a tool's arguments; returns the validated dict, or None when cancelled."""
 
-    DEFAULT_CSS = """
-    ToolFormScreen { align: center middle; }
-    ToolFormScreen > Vertical { width: 90; max-width: 95%; height: auto; max-height: 90%;
-                                border: thick $primary; background: $surface; padding: 1 2; }
-    ToolFormScreen VerticalScroll { height: auto; max-height: 30; }
-    ToolFormScreen .fname { text-style: bold; margin-top: 1; }
-    ToolFormScreen .fdesc { color: $text-muted; }
-    ToolFormScreen #errors { color: $error; height: auto; }
-    ToolFormScreen Horizontal { height: auto; margin-top: 1; }
-    """
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "submit", "Run", priority=True)]
 
     def __init__(self, tool_name: str, model: type[BaseModel], values: dict, description: str = "",
@@ -100,7 +92,7 @@ class ToolFormScreen(ModalScreen[dict | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"[b]{self.tool_name}[/b]  {self.description}")
+            yield Static(f"[b]{self.tool_name}[/b]  {self.description}", id="form-title")
             with VerticalScroll():
                 for name, widget, _ann in self.fields:
                     f = self.model.model_fields[name]
@@ -109,9 +101,10 @@ class ToolFormScreen(ModalScreen[dict | None]):
                         yield Label(f.description, classes="fdesc")
                     yield widget
             yield Static("", id="errors")
-            with Horizontal():
+            with Horizontal(id="form-buttons"):
                 yield Button(self.submit_label, variant="success", id="submit")
                 yield Button("Cancel (esc)", id="cancel")
+        yield Footer()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

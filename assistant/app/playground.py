@@ -12,7 +12,8 @@ import time
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Markdown, Static
 
@@ -26,40 +27,25 @@ def engine_spec(model_path: str) -> str:
     return f"transformers:{model_path}"
 
 
-def latest_adapter_run(job_id: str | None = None) -> dict | None:
-    """The run to try: the given job, else the newest succeeded job with an adapter."""
-    from sqlmodel import select
+class RunFound(Message):
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
 
-    from runtime import store
 
-    with store.session() as s:
-        if job_id:
-            jobs = [s.get(store.Job, job_id)]
-        else:
-            jobs = s.exec(select(store.Job).where(store.Job.status == "succeeded")
-                          .order_by(store.Job.created_at.desc()).limit(50)).all()
-    for j in jobs:
-        if j is None:
-            continue
-        adapter = (j.result or {}).get("adapter_path")
-        model_dir = (j.result or {}).get("model_dir")
-        if adapter or model_dir:
-            return {"job_id": j.id, "model": j.model or "default", "adapter": adapter, "model_dir": model_dir}
-    return None
+class Answers(Message):
+    def __init__(self, base: str, tuned: str, took: float):
+        super().__init__()
+        self.base, self.tuned, self.took = base, tuned, took
 
 
 class PlaygroundScreen(Screen):
-    DEFAULT_CSS = """
-    PlaygroundScreen #panes { height: 1fr; }
-    PlaygroundScreen .pane { width: 1fr; border: round $primary; padding: 0 1; }
-    PlaygroundScreen #info { height: auto; color: $text-muted; padding: 0 1; }
-    """
     BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
 
     def __init__(self, job_id: str | None = None, max_new_tokens: int = 96):
         super().__init__()
         self.job_id = job_id
-        self.run: dict | None = None
+        self.run = None  # runtime.queries.AdapterRun
         self.max_new_tokens = max_new_tokens
         self.busy = False
 
@@ -81,20 +67,22 @@ class PlaygroundScreen(Screen):
         self.query_one(Input).focus()
         self.find_run()
 
-    @work(thread=True)
+    @work(thread=True, exit_on_error=False)
     def find_run(self) -> None:
-        run = latest_adapter_run(self.job_id)
-        self.app.call_from_thread(self._show_run, run)
+        from runtime import queries
 
-    def _show_run(self, run: dict | None) -> None:
-        self.run = run
+        self.post_message(RunFound(queries.adapter_run(self.job_id)))
+
+    @on(RunFound)
+    def _show_run(self, msg: RunFound) -> None:
+        self.run = run = msg.run
         info = self.query_one("#info", Static)
         if run is None:
             info.update("No finished run with an adapter yet: train one (/train), then come back.")
             return
-        info.update(f"run {run['job_id']} · base {run['model']} · "
-                    f"{'adapter ' + run['adapter'] if run['adapter'] else 'weights ' + str(run['model_dir'])}")
-        self.query_one("#tuned-pane").border_title = f"fine-tuned ({run['job_id']})"
+        info.update(f"run {run.job_id} · base {run.model} · "
+                    f"{'adapter ' + run.adapter if run.adapter else 'weights ' + str(run.model_dir)}")
+        self.query_one("#tuned-pane").border_title = f"fine-tuned ({run.job_id})"
 
     @on(Input.Submitted, "#pg-prompt")
     def _send(self, event: Input.Submitted) -> None:
@@ -107,34 +95,34 @@ class PlaygroundScreen(Screen):
             self.query_one(wid, Markdown).update("*generating…*")
         self.generate(event.value.strip())
 
-    @work(thread=True, exclusive=True)
+    @work(thread=True, exclusive=True, exit_on_error=False)
     def generate(self, prompt: str) -> None:
         try:
             from runtime.engines import ChatRequest, Sampling, get_engine
             from runtime.models import resolve_model
 
             msgs = [{"role": "user", "content": prompt}]
-            base_path = resolve_model(self.run["model"]).path
+            base_path = resolve_model(self.run.model).path
             t = time.perf_counter()
-            if self.run["adapter"]:
+            if self.run.adapter:
                 eng = get_engine(engine_spec(base_path))
-                outs = eng.generate([ChatRequest(msgs), ChatRequest(msgs, adapter=self.run["adapter"])],
+                outs = eng.generate([ChatRequest(msgs), ChatRequest(msgs, adapter=self.run.adapter)],
                                     Sampling(max_new_tokens=self.max_new_tokens))
             else:
                 base = get_engine(engine_spec(base_path)).generate([ChatRequest(msgs)],
                                                                   Sampling(max_new_tokens=self.max_new_tokens))
-                tuned = get_engine(engine_spec(self.run["model_dir"])).generate(
+                tuned = get_engine(engine_spec(self.run.model_dir)).generate(
                     [ChatRequest(msgs)], Sampling(max_new_tokens=self.max_new_tokens))
                 outs = base + tuned
-            took = time.perf_counter() - t
-            self.app.call_from_thread(self._show, outs[0].text, outs[1].text, took)
+            self.post_message(Answers(outs[0].text, outs[1].text, time.perf_counter() - t))
         except Exception as e:  # noqa: BLE001 - a notification, the screen stays usable
             self.app.call_from_thread(self.notify, f"Playground failed: {e}", severity="error")
-            self.app.call_from_thread(self._show, "", "", 0.0)
+            self.post_message(Answers("", "", 0.0))
 
-    def _show(self, base: str, tuned: str, took: float) -> None:
+    @on(Answers)
+    def _show(self, msg: Answers) -> None:
         self.busy = False
-        self.query_one("#base", Markdown).update(base)
-        self.query_one("#tuned", Markdown).update(tuned)
-        if took:
-            self.notify(f"Both answers in {took:.1f}s")
+        self.query_one("#base", Markdown).update(msg.base)
+        self.query_one("#tuned", Markdown).update(msg.tuned)
+        if msg.took:
+            self.notify(f"Both answers in {msg.took:.1f}s")

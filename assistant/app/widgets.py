@@ -1,9 +1,9 @@
-"""Chat widgets: messages with streamed Markdown, tool-call cards, inline approval, the plan panel."""
+"""Chat widgets: messages with streamed Markdown, tool-call cards, inline approval, the plan panel.
+Styles live in ftpilot.tcss."""
 
 from __future__ import annotations
 
 import json
-import threading
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -14,21 +14,15 @@ from textual.message import Message
 from textual.widgets import Button, Collapsible, Label, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
 
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
 
 def pretty_json(obj) -> Syntax:
     return Syntax(json.dumps(obj, indent=2, default=str), "json", word_wrap=True, theme="ansi_dark")
 
 
 class ChatMessage(Vertical):
-    """One message. Assistant prose streams into its Markdown with `append`."""
-
-    DEFAULT_CSS = """
-    ChatMessage { height: auto; margin: 0 0 1 0; padding: 0 1; }
-    ChatMessage.user { border-left: thick $accent; background: $boost; }
-    ChatMessage.assistant { border-left: thick $success; }
-    ChatMessage .meta { color: $text-muted; text-style: italic; }
-    ChatMessage Markdown { margin: 0; padding: 0; }
-    """
+    """One message. Assistant prose streams into its Markdown with `show` (the whole text so far)."""
 
     def __init__(self, role: str, content: str = "", **kw):
         super().__init__(classes=role, **kw)
@@ -42,37 +36,43 @@ class ChatMessage(Vertical):
     def markdown(self) -> Markdown:
         return self.query_one(Markdown)
 
-    async def append(self, text: str) -> None:
-        self.content += text
-        await self.markdown.append(text)
+    async def show(self, text: str) -> None:
+        """Render `text`, appending when it extends what is shown (cheap while streaming)."""
+        if text.startswith(self.content):
+            new, self.content = text[len(self.content):], text
+            if new:
+                await self.markdown.append(new)
+        else:
+            self.content = text
+            await self.markdown.update(text)
 
     def set_meta(self, text: str) -> None:
         self.mount(Label(text, classes="meta"))
 
 
 class ToolCard(Vertical):
-    """A tool call: name, cost, arguments, then status, duration, a one-line summary and the JSON result."""
-
-    DEFAULT_CSS = """
-    ToolCard { height: auto; margin: 0 0 1 2; padding: 0 1; border: round $primary-darken-1; }
-    ToolCard.ok { border: round $success; }
-    ToolCard.failed { border: round $error; }
-    ToolCard .title { text-style: bold; }
-    ToolCard .summary { color: $text-muted; }
-    ToolCard Collapsible { padding: 0; margin: 0; border: none; }
-    """
+    """A tool call: name, cost and arguments; then its state, the numbers that matter, every reason and
+    recommendation in full, and the result JSON (click to open; never focused, so Enter stays with the prompt).
+    A call that started a job shows the job's id and its real state until the job ends."""
 
     def __init__(self, call_id: str, name: str, arguments: dict, cost: str = "", **kw):
-        super().__init__(**kw)
+        super().__init__(classes="running", **kw)
         self.call_id, self.tool_name, self.arguments, self.cost = call_id, name, arguments, cost
         self.result: dict | None = None
+        self.job_id: str | None = None
+        self.job_state: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self._title("running…"), classes="title")
-        yield Static(Text(json.dumps(self.arguments, default=str)[:300]), classes="summary", id="args")
-        yield Static("", classes="summary", id="result-line")
+        yield Static(Text(args_line(self.arguments)), classes="summary", id="args")
+        yield Static("", id="progress")
+        yield Static("", id="result-line")
         with Collapsible(title="result JSON", collapsed=True):
             yield Static("", id="result-json")
+
+    def on_mount(self) -> None:
+        for title in self.query("CollapsibleTitle"):
+            title.can_focus = False
 
     def _title(self, state: str) -> Text:
         t = Text()
@@ -82,34 +82,96 @@ class ToolCard(Vertical):
         t.append(f"  {state}")
         return t
 
+    def progress(self, line: str) -> None:
+        self.query_one("#progress", Static).update(Text(line))
+
     def finish(self, ok: bool, result: dict, duration_s: float, approved: str | None = None) -> None:
         self.result = result
-        self.add_class("ok" if ok else "failed")
-        state = ("✓ " if ok else "✗ ") + f"{duration_s:.2f}s" + (f" · {approved}" if approved else "")
-        self.query_one(".title", Static).update(self._title(state))
-        self.query_one("#result-line", Static).update(Text(result_line(result)))
+        out = result.get("output") or {}
+        self.query_one("#progress", Static).update("")
+        self.query_one("#result-line", Static).update(result_text(result))
         self.query_one("#result-json", Static).update(pretty_json(result))
+        self.remove_class("running")
+        took = f"{duration_s:.2f}s" + (f" · {approved}" if approved else "")
+        if ok and isinstance(out, dict) and out.get("job_id") and out.get("status") in JOB_STATES:
+            self.job_id = out["job_id"]
+            self.set_job_state(out["status"], took)
+            return
+        self.add_class("ok" if ok else "failed")
+        self.query_one(".title", Static).update(self._title(("✓ " if ok else "✗ ") + took))
+
+    def set_job_state(self, status: str, detail: str = "") -> None:
+        """The job this call started: its id and state, never "done" while it runs."""
+        self.job_state = status
+        self.set_class(status in ("queued", "running"), "running")
+        self.set_class(status == "succeeded", "ok")
+        self.set_class(status in ("failed", "cancelled"), "failed")
+        mark = {"succeeded": "✓", "failed": "✗", "cancelled": "✗"}.get(status, "…")
+        self.query_one(".title", Static).update(
+            self._title(f"{mark} job {self.job_id} {status}" + (f" · {detail}" if detail else "")))
 
 
-def result_line(result: dict) -> str:
+def args_line(arguments: dict) -> str:
+    return ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in arguments.items()) or "(no arguments)"
+
+
+# Result fields shown as full bullet lists (the reasons behind a decision, an audit's advice...).
+LIST_FIELDS = ("reasons", "recommendations", "findings", "missing_data", "notes", "comparisons")
+
+
+def result_text(result: dict) -> Text:
+    """The result in a few wrapped lines: an error with its hint, else scalars, then every list item in full."""
     if "error" in result:
         err = result["error"] or {}
-        fields = "; ".join(f"{f.get('loc')}: {f.get('msg')}" for f in err.get("fields", [])[:3])
-        return f"error {err.get('code', '')}: {err.get('message', '')}" + (f" ({fields})" if fields else "") + (
-            f" — {err['hint']}" if err.get("hint") else "")
+        t = Text(f"error {err.get('code', '')}: {err.get('message', '')}", style="bold red")
+        for f in err.get("fields", [])[:5]:
+            t.append(f"\n  {f.get('loc')}: {f.get('msg')}")
+        if err.get("hint"):
+            t.append(f"\n{err['hint']}")
+        return t
     out = result.get("output") or {}
-    parts = [f"{k}={v}" for k, v in out.items() if isinstance(v, (str, int, float, bool))][:6]
-    return ", ".join(parts)[:300] or "ok"
+    if not isinstance(out, dict):
+        return Text(str(out))
+    t = Text(_scalars(out) or "ok")
+    for key, value in out.items():  # one level down: run_status's job, a decision's baseline...
+        if isinstance(value, dict) and (inner := _scalars(value)):
+            t.append(f"\n{key}: ", style="bold")
+            t.append(inner)
+    for key in LIST_FIELDS:
+        items = out.get(key)
+        if not isinstance(items, list) or not items:
+            continue
+        t.append(f"\n{key}:", style="bold")
+        for item in items[:8]:
+            t.append("\n  • " + _item_text(item))
+        if len(items) > 8:
+            t.append(f"\n  … {len(items) - 8} more (result JSON)")
+    return t
+
+
+def _scalars(d: dict, most: int = 10) -> str:
+    return ", ".join(f"{k}={v}" for k, v in list((k, v) for k, v in d.items()
+                                                  if isinstance(v, (str, int, float, bool)))[:most])
+
+
+def _item_text(item) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    if "check" in item:  # an audit finding
+        return f"{item.get('severity', '')} {item['check']} ×{item.get('count', '?')}: {item.get('message', '')}"
+    if "rule" in item:  # a decision's reason
+        return f"{item['rule']} ({item.get('favours', '')}): {item.get('detail', '')}"
+    if "candidate" in item:  # an evaluation comparison
+        deltas = "; ".join(f"Δ{m} {d.get('delta')} {d.get('ci95')}" for m, d in (item.get("metrics") or {}).items()
+                           if isinstance(d, dict))
+        return f"{item['candidate']} vs {item.get('baseline')}: {deltas}"
+    return json.dumps(item, default=str)
 
 
 class ApprovalCard(Vertical):
-    """Inline approval for a costly call: approve (y), edit the arguments (e), reject (n)."""
+    """Inline approval for a costly or unrequested call: approve (y), edit the arguments (e), reject (n).
+    It takes focus when it appears, so the keys act on it at once."""
 
-    DEFAULT_CSS = """
-    ApprovalCard { height: auto; margin: 0 0 1 2; padding: 0 1; border: heavy $warning; }
-    ApprovalCard Horizontal { height: auto; }
-    ApprovalCard Button { margin-right: 1; min-width: 12; }
-    """
     BINDINGS = [Binding("y", "decide('approve')", "Approve"), Binding("e", "decide('edit')", "Edit"),
                 Binding("n", "decide('reject')", "Reject")]
     can_focus = True
@@ -119,17 +181,21 @@ class ApprovalCard(Vertical):
             super().__init__()
             self.card, self.action = card, action
 
-    def __init__(self, pending, **kw):
+    def __init__(self, request, **kw):
+        """`request`: the ApprovalNeeded message (its `pending` call and the `answer` the agent waits on)."""
         super().__init__(**kw)
-        self.pending = pending
-        self.event = threading.Event()
+        self.request = request
+        self.pending = request.pending
         self.decision = None
 
     def compose(self) -> ComposeResult:
         p = self.pending
         yield Static(Text.assemble(("Approve ", "bold"), (p.name, "bold yellow"), f"  [{p.cost}]  ",
                                    (p.description, "dim")))
-        yield Static(pretty_json(p.arguments))
+        if p.why:
+            yield Static(Text(f"Waits for you: {p.why}"), classes="why")
+        yield Static(Text("\n".join(f"{k}: {json.dumps(v, default=str, ensure_ascii=False)}"
+                                    for k, v in p.arguments.items()) or "(no arguments)"))
         with Horizontal():
             yield Button("Approve (y)", variant="success", id="approve")
             yield Button("Edit (e)", variant="primary", id="edit")
@@ -140,30 +206,27 @@ class ApprovalCard(Vertical):
         self.action_decide(event.button.id)
 
     def action_decide(self, action: str) -> None:
-        if self.event.is_set():
-            return
-        self.post_message(self.Decided(self, action))
+        if self.decision is None:
+            self.post_message(self.Decided(self, action))
 
     def resolve(self, decision) -> None:
-        from assistant.agent import Decision
-
-        self.decision = decision if isinstance(decision, Decision) else Decision(decision)
+        """Record the person's decision (or why it was decided for them) and release the agent."""
+        if self.decision is not None:
+            return
+        self.decision = decision
+        self.request.answer(decision)
         for b in self.query(Button):
             b.disabled = True
-        self.mount(Label(f"→ {self.decision.action}" + (" (edited)" if self.decision.arguments else ""),
-                         classes="meta"))
-        self.event.set()
+            b.can_focus = False
+        self.can_focus = False
+        note = f"→ {decision.action}" + (" (edited)" if decision.arguments else "")
+        if decision.reason and decision.action == "reject":
+            note += f": {decision.reason}"
+        self.mount(Label(note, classes="meta"))
 
 
 class PlanPanel(Vertical):
     """The project's plan: each step with its state; Enter starts one (a form from the tool's input model)."""
-
-    DEFAULT_CSS = """
-    PlanPanel { width: 38; height: 1fr; border: round $primary; padding: 0; }
-    PlanPanel OptionList { height: auto; max-height: 14; border: none; }
-    PlanPanel #project { color: $text-muted; padding: 0 1; height: auto; }
-    PlanPanel #next { padding: 0 1; text-style: bold; color: $success; height: auto; }
-    """
 
     class StartStep(Message):
         def __init__(self, step_key: str):

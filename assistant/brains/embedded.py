@@ -25,6 +25,7 @@ from typing import Iterator
 from assistant.brains import BrainUnavailable, TextDelta, ToolCall, TurnEnd, TurnRequest
 from assistant.brains import replies
 from assistant.brains.router import ROUTER_DIR, RouteInput, RouteResult, Router, canonical, regex_route
+from assistant.workflow import FEW_SHOT_K
 
 PROSE_SYSTEM = ("You are ftpilot, a helpful assistant for fine-tuning small language models. Answer in one or two "
                 "short sentences.")
@@ -225,8 +226,9 @@ class EmbeddedBrain:
         if name == "evaluate":
             args["candidates"] = list(args.get("candidates") or [{"model": project.base_model, "name": "base"}])
             shots = re.search(r"\b(\d+|few)[- ]?shot", text, re.I)
-            if shots and args.get("train_path"):   # "against a few-shot prompt": the prompt is a candidate too
-                k = int(shots.group(1)) if shots.group(1).isdigit() else 3
+            k = (int(shots.group(1)) if shots.group(1).isdigit() else FEW_SHOT_K) if shots else None
+            # "against a 5-shot prompt": that prompt is a candidate too, unless the project's comparison has it
+            if k and args.get("train_path") and all(c.get("few_shot") != k for c in args["candidates"]):
                 args["candidates"].append({"model": project.base_model, "few_shot": k, "name": f"{k}-shot"})
         need = [f for f, fi in model.model_fields.items() if fi.is_required() and args.get(f) in (None, "", [])]
         return args, need

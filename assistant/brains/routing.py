@@ -121,8 +121,11 @@ def pins_from_text(text: str, schema: dict, prefill: dict | None = None) -> dict
     jobs = mentioned_job_ids(text)
     path_fields = [k for k in props if "path" in k or k in ("dataset", "data", "file", "input", "train", "eval")]
     path_fields = [k for k in path_fields if "out" not in k and "report" not in k]
-    # Paths in order of mention: train-ish fields first, eval-ish fields next.
-    ordered = sorted(path_fields, key=lambda k: ("eval" in k or "test" in k, k))
+    # Paths in order of mention: required fields first, then train, then eval, then the rest (preferences):
+    # `/decide a.jsonl b.jsonl` means train a, eval b.
+    ordered = sorted(path_fields, key=lambda k: ("null" in _field_types(props[k]),
+                                                 0 if "train" in k or k in ("path", "dataset", "data", "input")
+                                                 else 1 if "eval" in k or "test" in k else 2, k))
     for k, p in zip(ordered, paths):
         pins[k] = p
     for k in props:

@@ -2,6 +2,8 @@
 
 The transcript (prose, tool calls with arguments and results) goes to stdout; `--json` prints it as one JSON
 document. Tools that need approval run only with `--yes`; without it they are rejected and the reply says so.
+`--yes` approves only what the message asks for (the step it routes to, or the one its slash command names): a
+call the brain proposes after reading tool output is rejected with the reason (tool output is data).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import sys
 def register(sub) -> None:
     p = sub.add_parser("ask", help="one chat turn, headless: prints the transcript")
     p.add_argument("message", help="what to ask (slash commands work: '/audit data/train.jsonl')")
-    p.add_argument("--yes", action="store_true", help="approve tools that train, generate or delete")
+    p.add_argument("--yes", action="store_true",
+                   help="approve the costly steps this message asks for (train, generate, overwrite); other calls "
+                        "the brain proposes after reading tool output are still rejected")
     p.add_argument("--json", action="store_true", help="print the transcript as JSON")
     p.add_argument("--conversation", "-c", default=None, help="continue this conversation id")
     p.add_argument("--brain", default=None, choices=["auto", "embedded", "openai", "vllm"],
@@ -30,7 +34,7 @@ def _event_dict(ev) -> dict:
 
 def run_ask(args) -> int:
     from assistant.agent import (Agent, AssistantDelta, AssistantMessage, JobEnded, Notice, ToolFinished,
-                                 ToolStarted, TurnDone, approve_all, reject_all)
+                                 ToolStarted, TurnDone, approve_requested, reject_all)
     from assistant.brains import BrainUnavailable, make_brain
     from runtime.errors import FtpilotError
 
@@ -66,7 +70,7 @@ def run_ask(args) -> int:
         brain = make_brain(None if args.brain in (None, "auto") else args.brain)
         print(f"loading brain ({type(brain).__name__})…", file=sys.stderr)
         brain.load()
-        agent = Agent(brain, conversation_id=args.conversation, approver=approve_all if args.yes else reject_all,
+        agent = Agent(brain, conversation_id=args.conversation, approver=approve_requested if args.yes else reject_all,
                       emit=emit)
         done = agent.send(args.message)
         if args.wait:

@@ -1,19 +1,22 @@
-"""Generation engines: one interface, three backends.
+"""Generation engines: one interface, three backends (and `auto`, which picks one).
 
     from runtime.engines import get_engine, ChatRequest, Sampling
-    eng = get_engine("transformers:default")            # or "openai:http://127.0.0.1:8000/v1", "vllm:MODEL"
+    eng = get_engine("transformers:default")   # or "vllm:MODEL", "auto:MODEL", "openai:http://127.0.0.1:8000/v1"
     outs = eng.generate([ChatRequest([{"role": "user", "content": "hi"}], json_schema={...}, adapter=None)],
                         Sampling(max_new_tokens=64))
     outs[0].text, outs[0].parsed, outs[0].completion_tokens, outs[0].latency_s
 
 Spec forms for `get_engine`: a string "BACKEND:TARGET" (transformers|hf : model name or dir; openai : base URL,
-optionally "#model"; vllm : model), a bare model name (transformers), or a dict
-{"backend", "model", "base_url", "api_key", ...}. Transformers and vLLM engines are cached per process.
-No torch import at this module's top level.
+optionally "#model"; vllm : model, served by the managed vLLM server of runtime/serving.py; auto : model, through
+that server when it runs or can start here, else transformers in-process), a bare model name (transformers), or a
+dict {"backend", "model", "base_url", "api_key", ...}. Engines other than openai are cached per process.
+The transformers engine is also the one with `score()` (perplexity, eval loss). OpenAI URLs are loopback only
+unless the `allow_remote_engines` setting allows others. No torch import at this module's top level.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from runtime.engines.base import ChatRequest, Completion, Engine, Sampling, as_request, check_schema
@@ -22,7 +25,8 @@ from runtime.errors import BadInput
 __all__ = ["ChatRequest", "Completion", "Engine", "Sampling", "as_request", "check_schema", "get_engine",
            "parse_spec", "clear_engines"]
 
-BACKENDS = ("transformers", "openai", "vllm")
+BACKENDS = ("transformers", "openai", "vllm", "auto")
+log = logging.getLogger("ftpilot.engines")
 _CACHE: dict[tuple, Engine] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -37,8 +41,8 @@ def parse_spec(spec: str | dict) -> dict:
         backend, _, target = s.partition(":")
         if backend in ("transformers", "hf"):
             d = {"backend": "transformers", "model": target or "default"}
-        elif backend == "vllm":
-            d = {"backend": "vllm", "model": target or "default"}
+        elif backend in ("vllm", "auto"):
+            d = {"backend": backend, "model": target or "default"}
         elif backend == "openai":
             url, _, model = target.partition("#")
             d = {"backend": "openai", "base_url": url, "model": model or None}
@@ -67,10 +71,12 @@ def get_engine(spec: str | dict = "transformers:default", *, cache: bool = True)
     with _CACHE_LOCK:
         if cache and key in _CACHE:
             return _CACHE[key]
-        if backend == "transformers":
+        if backend == "auto":
+            eng: Engine = _auto(**d)
+        elif backend == "transformers":
             from runtime.engines.hf import TransformersEngine
 
-            eng: Engine = TransformersEngine(**d)
+            eng = TransformersEngine(**d)
         else:
             from runtime.engines.vllm_engine import VLLMEngine
 
@@ -78,6 +84,23 @@ def get_engine(spec: str | dict = "transformers:default", *, cache: bool = True)
         if cache:
             _CACHE[key] = eng
         return eng
+
+
+def _auto(model: str = "default", **kw) -> Engine:
+    """The managed vLLM server when it is up or can start here; transformers in-process otherwise."""
+    from runtime import serving
+    from runtime.errors import FtpilotError
+
+    if serving.available():
+        from runtime.engines.vllm_engine import VLLMEngine
+
+        try:
+            return VLLMEngine(model, **kw)
+        except FtpilotError as e:
+            log.warning("vLLM engine unavailable (%s: %s); using transformers in-process", e.code, e.message)
+    from runtime.engines.hf import TransformersEngine
+
+    return TransformersEngine(model)
 
 
 def clear_engines() -> None:

@@ -1,26 +1,59 @@
-"""OpenAI-compatible HTTP engine: any server speaking /v1/chat/completions (`vllm serve`, `transformers serve`, ...).
+"""OpenAI-compatible engine: any server speaking /v1/chat/completions (`vllm serve`, `transformers serve`, ...),
+through the `openai` package (no hand-written HTTP).
 
-Requests run concurrently (a thread pool over one httpx client) so a server that batches (vLLM) gets a batch.
-Structured output: the engine first sends `response_format={"type": "json_schema", ...}` (vLLM honours it).
+Requests run concurrently (a thread pool over one client) so a server that batches (vLLM) gets a batch.
+Structured output: the engine first sends `response_format={"type": "json_schema", ...}` (vLLM enforces it).
 A server that rejects it with an error, or silently ignores it (transformers 5.24's `transformers serve` logs
 "Ignoring unsupported fields" and answers free text), is remembered as unconstrained: a constrained decoder never
 returns invalid JSON unless cut off by max_tokens, so an invalid reply to a response_format request proves the
-field was ignored (as does a cut-off reply that does not even start like JSON). From then on the schema goes into the prompt as an instruction and the reply is *validated*,
-not guaranteed: a completion whose text does not parse or match gets `error` set. `structured="prompt"` skips
-the probe; `structured="response_format"` trusts the server. Adapters: a vLLM server started with `--enable-lora
---lora-modules NAME=DIR` serves each adapter as a model named NAME; a request's `adapter` is sent as the model.
+field was ignored (as does a cut-off reply that does not even start like JSON). From then on the schema goes into
+the prompt as an instruction and the reply is *validated*, not guaranteed: a completion whose text does not parse
+or match gets `error` set. `structured="prompt"` skips the probe; `structured="response_format"` trusts the server.
+A request's grammar goes as vLLM's `structured_outputs` extension. A request's `adapter` is sent as the model name
+(a vLLM server serves each LoRA adapter under its own name).
+
+URLs are loopback only unless the `allow_remote_engines` setting says otherwise: prompts (evaluation rows, a
+person's data) never leave the machine by accident.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 from runtime.engines.base import ChatRequest, Completion, Engine, Sampling, check_schema
-from runtime.errors import FtpilotError
+from runtime.errors import BadInput, FtpilotError
 
 JSON_INSTRUCTION = ("Reply with only a JSON value that matches this JSON schema, no prose, no code fences:\n{schema}")
+
+
+def check_url(base_url: str) -> str:
+    """The URL with a /v1 suffix, refused unless it is on this machine or remote engines are allowed."""
+    from runtime.settings import get_settings
+
+    url = base_url.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise BadInput(f"not an http(s) URL: {base_url!r}", code="bad_engine_url",
+                       hint="e.g. openai:http://127.0.0.1:8000/v1")
+    if not _is_loopback(parsed.hostname) and not get_settings().allow_remote_engines:
+        raise BadInput(f"the engine URL {url} is not on this machine; ftpilot sends prompts only to loopback "
+                       "servers unless allowed", code="remote_engine_refused",
+                       hint="Set FTPILOT_ALLOW_REMOTE_ENGINES=1 (or allow_remote_engines = true in the config) "
+                            "to send data to other hosts.")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class OpenAIEngine(Engine):
@@ -28,48 +61,60 @@ class OpenAIEngine(Engine):
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
                  timeout: float = 300.0, concurrency: int = 8, structured: str = "auto"):
-        import httpx
-
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.base_url = check_url(base_url)
+        self.api_key, self.timeout = api_key, timeout
+        self.client = self._client()
         self.concurrency = concurrency
         # learnt from the first schema request unless told
         self.supports_response_format: bool | None = {"auto": None, "prompt": False}.get(structured, True)
         super().__init__(model or self._first_model())
 
+    def _client(self):
+        import openai
+
+        # One retry: a local server either answers or is down (the vllm engine then recovers it).
+        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout,
+                             max_retries=1)
+
     def _first_model(self) -> str:
-        import httpx
+        import openai
 
         try:
-            r = self.client.get("/models")
-            r.raise_for_status()
-            data = r.json().get("data") or []
-        except (httpx.HTTPError, ValueError) as e:
+            data = self.client.models.list().data
+        except openai.OpenAIError as e:
             raise FtpilotError(f"cannot reach an OpenAI-compatible server at {self.base_url}: {e}", code="engine_down",
-                               hint="Start one (`vllm serve MODEL` or `transformers serve MODEL_DIR`) or fix the URL.")
+                               hint="Start one (`ftpilot serve start`) or fix the URL.") from e
         if not data:
             raise FtpilotError(f"{self.base_url}/models lists no model", code="engine_down",
                                hint="Name the model explicitly: openai:URL#MODEL")
-        return data[0]["id"]
+        return data[0].id
+
+    def _model_for(self, req: ChatRequest) -> str:
+        return req.adapter or self.model
 
     def _post(self, body: dict) -> tuple[int, dict | str]:
-        r = self.client.post("/chat/completions", json=body)
+        """One chat completion; (HTTP status, response dict or error text). Connection errors raise."""
+        import openai
+
+        known = ("model", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "response_format")
+        kwargs = {k: v for k, v in body.items() if k in known}
+        extra = {k: v for k, v in body.items() if k not in known}
         try:
-            return r.status_code, r.json()
-        except ValueError:
-            return r.status_code, r.text
+            resp = self.client.chat.completions.create(**kwargs, extra_body=extra or None)
+        except openai.APIStatusError as e:
+            return e.status_code, e.body if isinstance(e.body, dict) else str(e.body or e.message)
+        return 200, resp.model_dump()
 
     def _one(self, req: ChatRequest, sampling: Sampling) -> Completion:
-        body: dict = {"model": req.adapter or self.model, "messages": req.messages,
+        body: dict = {"model": self._model_for(req), "messages": req.messages,
                       "max_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                      "top_p": sampling.top_p, "stream": False}
+                      "top_p": sampling.top_p}
         if sampling.seed is not None:
             body["seed"] = sampling.seed
         if sampling.stop:
             body["stop"] = sampling.stop
+        if req.grammar:
+            body["structured_outputs"] = {"grammar": req.grammar}
         constrained = False
         if req.json_schema and self.supports_response_format is not False:
             body["response_format"] = {"type": "json_schema",
@@ -117,20 +162,22 @@ class OpenAIEngine(Engine):
             comp.parsed, comp.error = check_schema(_strip_fences(text), req.json_schema)
         return comp
 
+    def _safe(self, req: ChatRequest, sampling: Sampling) -> Completion:
+        """A request's failure is its completion's error, never an exception for the whole call."""
+        import openai
+
+        try:
+            return self._one(req, sampling)
+        except openai.APIConnectionError as e:
+            return _failed(f"cannot connect to {self.base_url}: {e}", connection=True)
+        except openai.OpenAIError as e:
+            return _failed(f"{type(e).__name__}: {e}")
+
     def _generate(self, reqs: list[ChatRequest], sampling: Sampling, *, batch_size: int | None) -> list[Completion]:
-        import httpx
-
-        def safe(req: ChatRequest) -> Completion:
-            try:
-                return self._one(req, sampling)
-            except httpx.HTTPError as e:
-                return Completion(text="", prompt_tokens=0, completion_tokens=0, latency_s=0.0,
-                                  finish_reason="error", error=f"{type(e).__name__}: {e}")
-
         # The first schema request alone teaches us whether response_format works, before fanning out.
-        first = [safe(reqs[0])]
+        first = [self._safe(reqs[0], sampling)]
         with ThreadPoolExecutor(max_workers=batch_size or self.concurrency) as pool:
-            return first + list(pool.map(safe, reqs[1:]))
+            return first + list(pool.map(lambda r: self._safe(r, sampling), reqs[1:]))
 
     def close(self) -> None:
         self.client.close()
@@ -138,6 +185,11 @@ class OpenAIEngine(Engine):
     def describe(self) -> dict:
         return {**super().describe(), "base_url": self.base_url,
                 "supports_response_format": self.supports_response_format}
+
+
+def _failed(error: str, connection: bool = False) -> Completion:
+    return Completion(text="", prompt_tokens=0, completion_tokens=0, latency_s=0.0, finish_reason="error",
+                      error=error, extra={"connection_error": True} if connection else {})
 
 
 def _strip_fences(text: str) -> str:

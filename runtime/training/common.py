@@ -1,29 +1,34 @@
-"""Shared pieces of the training entry points: the job context, the ftpilot callback, data and model loading,
-training arguments chosen from the hardware (never from library defaults), and run artifacts."""
+"""Shared pieces of the training recipes: the job context, cancellation, data loading (rows bounded before any
+tokenizer sees them), model loading, and training arguments chosen from the hardware (never library defaults)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import signal
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime import jobs
 from runtime.errors import BadInput
+from runtime.training.config import RunConfig
 
 CANCEL = threading.Event()
+IN_TRAINING_LOOP = threading.Event()
+
+
+class Cancelled(BaseException):
+    """SIGTERM outside the training loop (loading, data preparation, evaluation before): stop at once."""
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM (cancel) sets a flag; the callback saves a checkpoint at the current step and stops."""
+    """SIGTERM (cancel): inside the training loop the callback saves a checkpoint at the current step and stops;
+    before it (loading, tokenizing) there is nothing to save, so the job stops where it is."""
 
     def on_term(signum, _frame):
         CANCEL.set()
+        if not IN_TRAINING_LOOP.is_set():
+            raise Cancelled()
 
     signal.signal(signal.SIGTERM, on_term)
 
@@ -41,7 +46,7 @@ class JobContext:
     job_id: str
     kind: str
     method: str | None
-    config: dict
+    config: RunConfig
     run_dir: Path
     metrics_path: str
     device: str
@@ -53,103 +58,115 @@ class JobContext:
         return self.run_dir / "checkpoints"
 
 
-# --- the callback ----------------------------------------------------------------------------------------
-
-def make_callback(ctx: JobContext):
-    from transformers import TrainerCallback
-
-    class FtpilotCallback(TrainerCallback):
-        """Metrics JSONL + JobMetric rows, heartbeat and step in the Job row, cancel -> checkpoint and stop."""
-
-        def __init__(self):
-            self._t = time.perf_counter()
-            self._tokens = 0
-            self._step = 0
-            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-            self._stop = threading.Event()
-
-        def _heartbeat(self):
-            while not self._stop.wait(10.0):
-                try:
-                    jobs.heartbeat(ctx.job_id)
-                except Exception:  # noqa: BLE001 - a busy store must not kill training
-                    pass
-
-        def on_train_begin(self, args, state, control, **kw):
-            self._t = time.perf_counter()
-            self._tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            self._step = state.global_step
-            if is_main():
-                jobs.update_job(ctx.job_id, total_steps=state.max_steps, step=state.global_step)
-                self._beat.start()
-            if CANCEL.is_set():
-                control.should_training_stop = True
-
-        def on_step_end(self, args, state, control, **kw):
-            if CANCEL.is_set():
-                control.should_save = True
-                control.should_training_stop = True
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not is_main() or not logs:
-                return
-            now = time.perf_counter()
-            row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4),
-                                   "time": round(time.time(), 3)}
-            for key, value in logs.items():
-                if isinstance(value, (int, float)) and not key.startswith("total_flos"):
-                    row[key] = round(float(value), 6)
-            tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            dt = now - self._t
-            if "loss" in row and dt > 0 and state.global_step > self._step:
-                if tokens > self._tokens:
-                    row["tokens_per_s"] = round((tokens - self._tokens) / dt, 1)
-                row["s_per_step"] = round(dt / (state.global_step - self._step), 3)
-                self._t, self._tokens, self._step = now, tokens, state.global_step
-            row["memory_mb"] = round(memory_mb(), 1)
-            jobs.record_metric(ctx.job_id, ctx.metrics_path, row)
-
-        def on_train_end(self, args, state, control, **kw):
-            self._stop.set()
-
-    return FtpilotCallback()
-
-
-def memory_mb() -> float:
-    """Peak memory of this process: CUDA max allocated on a GPU, else the process RSS."""
-    try:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            return torch.cuda.max_memory_allocated() / 2**20
-    except ImportError:
-        pass
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
 # --- data ------------------------------------------------------------------------------------------------
 
-def load_rows(path: str):
-    """A datasets.Dataset from JSONL/JSON/CSV/Parquet (TRL's standard formats are the input)."""
+def load_rows(path: str, columns: dict[str, str] | None = None):
+    """A datasets.Dataset in TRL's format from any file runtime.dataio reads (imports converted)."""
+    from runtime import dataio
     from runtime.paths import resolve_path
 
     p = resolve_path(path, must_exist=True)
-    try:
-        from runtime import dataio  # written by the datasets helper; use it when present
+    # `columns` is the data helper's mapping (issue 10); passed only when set, so older loaders still work.
+    return dataio.load_dataset(str(p), **({"columns": columns} if columns else {}))
 
-        if hasattr(dataio, "load_dataset"):
-            return dataio.load_dataset(str(p))
-    except ImportError:
-        pass
-    from datasets import load_dataset
 
-    suffix = p.suffix.lower()
-    builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
-    if builder is None:
-        raise BadInput(f"cannot read {p.name}: unknown format {suffix!r}", hint="Use .jsonl, .json, .csv or .parquet.")
-    return load_dataset(builder, data_files=str(p), split="train")
+def text_bytes(value: Any) -> int:
+    """UTF-8 bytes of the text in a value (a string, messages, or lists of them)."""
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, list):
+        return sum(text_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return text_bytes(value.get("content"))
+    return 0
+
+
+def cut_text(value: Any, budget: list[int]) -> Any:
+    """The value with its text cut to the remaining byte budget, in reading order (what token truncation keeps)."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+        keep = raw[:max(0, budget[0])].decode("utf-8", "ignore")
+        budget[0] -= len(raw)
+        return keep
+    if isinstance(value, list):
+        return [cut_text(v, budget) for v in value]
+    if isinstance(value, dict) and "content" in value:
+        return {**value, "content": cut_text(value.get("content"), budget)}
+    return value
+
+
+def row_bytes(ds) -> list[int]:
+    """UTF-8 bytes of each row's text, computed column-wise by Arrow (no Python pass over the rows)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    total = np.zeros(len(ds), dtype=np.int64)
+
+    def add(arr, owners):
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False)
+            np.add.at(total, owners, lengths)
+        elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+            parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+            add(pc.list_flatten(arr), owners[parents])
+        elif pa.types.is_struct(arr.type):
+            for i in range(arr.type.num_fields):
+                add(pc.struct_field(arr, [i]), owners)
+
+    rows = np.arange(len(ds))
+    for name in table.column_names:
+        add(table.column(name).combine_chunks(), rows)
+    return total.tolist()
+
+
+def bound_rows(ds, config: RunConfig, what: str = "training"):
+    """Bound per-row work before tokenizing: rows over `config.max_row_bytes` are cut (too_long=truncate) or
+    stop the run naming them (refuse). Returns (dataset, rows_truncated)."""
+    cap = config.max_row_bytes
+    sizes = row_bytes(ds)
+    over = [i for i, n in enumerate(sizes) if n > cap]
+    if not over:
+        return ds, 0
+    if config.too_long == "refuse":
+        raise BadInput(f"{len(over)} {what} rows are longer than max_length {config.max_length} tokens allows "
+                       f"(over {cap} bytes): rows {over[:5]}",
+                       hint="Pass too_long: truncate to cut them, or clean_dataset (too_long drop/truncate) first.",
+                       code="rows_too_long")
+    over_set = set(over)
+
+    def cut(row, index):
+        return {k: cut_text(v, [cap]) for k, v in row.items()} if index in over_set else row
+
+    return ds.map(cut, with_indices=True, load_from_cache_file=False, desc="cutting over-long rows"), len(over)
+
+
+def refuse_long_rows(ds, tokenizer, config: RunConfig) -> None:
+    """too_long=refuse: a row over max_length tokens (chat template applied) stops the run before training."""
+    if config.too_long != "refuse":
+        return
+    over = []
+    for i, row in enumerate(ds):
+        n = len(_render_ids(tokenizer, row))
+        if n > config.max_length:
+            over.append(i)
+    if over:
+        raise BadInput(f"{len(over)} rows are longer than max_length {config.max_length} tokens: rows {over[:5]}",
+                       hint="Pass too_long: truncate, raise max_length, or run clean_dataset (too_long drop/truncate).",
+                       code="rows_too_long")
+
+
+def _render_ids(tokenizer, row: dict) -> list[int]:
+    if "messages" in row:
+        ids = tokenizer.apply_chat_template(row["messages"], tokenize=True)
+    elif isinstance(row.get("prompt"), list):
+        ids = tokenizer.apply_chat_template(row["prompt"] + (row.get("completion") or row.get("chosen") or []),
+                                            tokenize=True)
+    else:
+        text = (row.get("prompt") or "") + (row.get("completion") or row.get("chosen") or row.get("text") or "")
+        ids = tokenizer(text)["input_ids"]
+    return ids["input_ids"] if hasattr(ids, "keys") else ids
 
 
 def to_prompt_completion(ds):
@@ -171,51 +188,42 @@ def to_prompt_completion(ds):
     return ds.map(split, remove_columns=[c for c in ds.column_names])
 
 
-def dataset_info(path: str | None) -> dict | None:
-    """sha256 and rows of a dataset file, plus the store's audit summary when one exists."""
+def prepared_rows(config: RunConfig, path: str | None, tokenizer=None, conversational: bool = True):
+    """Load, bound and (for SFT-style data) split a dataset file; None when no path."""
     if not path:
-        return None
-    from runtime.paths import resolve_path, sha256_file
-
-    p = resolve_path(path, must_exist=True)
-    info: dict[str, Any] = {"path": str(p), "sha256": sha256_file(p)}
-    try:
-        from sqlmodel import select
-
-        from runtime import store
-        from runtime.store import Audit, Dataset
-
-        with store.session() as s:
-            ds = s.exec(select(Dataset).where(Dataset.sha256 == info["sha256"]).order_by(Dataset.id.desc())).first()
-            if ds is not None:
-                info["rows"] = ds.rows
-                audit = s.get(Audit, ds.last_audit_id) if ds.last_audit_id else None
-                if audit is not None:
-                    info["audit_summary"] = audit.summary
-    except Exception:  # noqa: BLE001 - the audit summary is informative only
-        pass
-    return info
+        return None, 0
+    ds, cut = bound_rows(load_rows(path, config.columns), config)
+    if tokenizer is not None:
+        refuse_long_rows(ds, tokenizer, config)
+    return (to_prompt_completion(ds) if conversational else ds), cut
 
 
 # --- model and arguments ---------------------------------------------------------------------------------
 
-def precision(cfg: dict | None = None):
+def precision(config: RunConfig | None = None):
     """(torch dtype, bf16 flag) from the hardware probe (bf16 only where it is native), unless the run names one."""
     import torch
 
     from runtime.hardware import probe
 
-    asked = (cfg or {}).get("precision") or "auto"
+    asked = config.precision if config is not None else "auto"
     bf16 = probe().bf16 if asked == "auto" else asked == "bf16"
     return (torch.bfloat16 if bf16 else torch.float32), bf16
 
 
-def load_model(path: str, method: str, cfg: dict):
+def load_model(path: str, method: str, config: RunConfig):
+    """The base model in the training dtype; for qlora in 4-bit nf4 (double quant).
+
+    QLoRA does not go through PEFT's prepare_model_for_kbit_training: it casts every non-quantized weight
+    (embeddings, norms, the tied head) to fp32, which makes the residual stream fp32 and put QLoRA's CUDA peak above
+    LoRA's. The adapters and the trainer freeze and cast what they need."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype, _ = precision(cfg)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    dtype, _ = precision(config)
+    from runtime.models import load_kwargs
+
+    kwargs: dict[str, Any] = {"dtype": dtype, **load_kwargs()}
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -225,63 +233,62 @@ def load_model(path: str, method: str, cfg: dict):
         kwargs["device_map"] = {"": "cpu"} if not torch.cuda.is_available() else {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(cfg.get("gradient_checkpointing")))
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
     return model
 
 
-def lora_config(cfg: dict):
+def lora_config(config: RunConfig):
     from peft import LoraConfig
 
-    targets = cfg.get("lora_targets") or "all-linear"
-    return LoraConfig(r=int(cfg.get("lora_r", 16)), lora_alpha=int(cfg.get("lora_alpha", 32)),
-                      lora_dropout=float(cfg.get("lora_dropout", 0.05)), target_modules=targets,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.lora_targets or "all-linear", task_type="CAUSAL_LM")
+
+
+def adapters_compute_in_bf16(model) -> None:
+    """Mixed precision for LoRA as for the rest of the model: the adapters keep fp32 master weights (PEFT's
+    default), but their inputs stay bf16 under autocast instead of being copied to fp32 on every adapted linear.
+    That copy (and its fp32 dropout) made LoRA slower than QLoRA, whose adapters TRL keeps in bf16 (GPU table in
+    the README). Forwards outside autocast would mix dtypes: every forward of a bf16 run goes through it."""
+    for module in model.modules():
+        if hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False
+
+
+def sampling_args(group_by_length: bool) -> dict:
+    """Length-grouped batches (less padding) in whichever spelling this transformers has."""
+    if not group_by_length:
+        return {}
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
 
 
 def common_args(ctx: JobContext, has_eval: bool) -> dict:
     """TrainingArguments fields every method shares, chosen here (never the library defaults)."""
     cfg = ctx.config
     _, bf16 = precision(cfg)
-    max_steps = int(cfg.get("max_steps") or -1)
-    save_steps = int(cfg.get("save_steps") or (max(10, max_steps // 4) if max_steps > 0 else 50))
-    args = dict(
+    return dict(
         output_dir=str(ctx.checkpoints_dir), bf16=bf16, fp16=False,
         use_cpu=ctx.device == "cpu",
-        per_device_train_batch_size=int(cfg.get("batch_size", 8)),
-        per_device_eval_batch_size=int(cfg.get("eval_batch_size") or cfg.get("batch_size", 8)),
-        gradient_accumulation_steps=int(cfg.get("grad_accum", 1)),
-        gradient_checkpointing=bool(cfg.get("gradient_checkpointing", False)),
-        learning_rate=float(cfg["learning_rate"]), max_steps=max_steps,
-        num_train_epochs=float(cfg.get("epochs") or 1.0), lr_scheduler_type=cfg.get("lr_scheduler", "linear"),
-        warmup_steps=int(cfg.get("warmup_steps", 0)), weight_decay=0.0,
-        logging_steps=1, logging_first_step=True, save_strategy="steps", save_steps=save_steps,
-        save_total_limit=int(cfg.get("save_total_limit", 2)),
-        eval_strategy="steps" if has_eval and cfg.get("eval_steps") else "no",
-        eval_steps=int(cfg.get("eval_steps") or 0) or None,
-        report_to="none", disable_tqdm=True, seed=int(cfg.get("seed", 0)), data_seed=int(cfg.get("seed", 0)),
-        dataloader_num_workers=0, include_num_input_tokens_seen=True, remove_unused_columns=True,
-        ddp_find_unused_parameters=False if int(cfg.get("num_processes") or 1) > 1 else None,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size or cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        learning_rate=cfg.learning_rate, max_steps=cfg.max_steps or -1,
+        num_train_epochs=cfg.epochs, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps, weight_decay=0.0,
+        logging_steps=1, logging_first_step=True, save_strategy="steps", save_steps=cfg.save_every,
+        logging_nan_inf_filter=False,  # a non-finite loss must show (the callback fails the run as diverged)
+        save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps" if has_eval and cfg.eval_steps else "no",
+        eval_steps=cfg.eval_steps,
+        report_to="none", disable_tqdm=True, seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=0, remove_unused_columns=True,
+        ddp_find_unused_parameters=False if cfg.num_processes > 1 else None,
+        **sampling_args(cfg.group_by_length),
     )
-    return args
-
-
-# --- artifacts -------------------------------------------------------------------------------------------
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def write_reproduce(ctx: JobContext, script: str, argv: list[str]) -> None:
-    """reproduce.py (plain TRL/PEFT, no ftpilot) and reproduce.sh that runs it with `accelerate launch`."""
-    (ctx.run_dir / "reproduce.py").write_text(script)
-    nproc = int(ctx.config.get("num_processes") or 1)
-    cpu = " --multi_gpu" if nproc > 1 else (" --cpu" if ctx.device == "cpu" else "")
-    sh = ("#!/usr/bin/env bash\n# Reruns this job with plain accelerate + TRL + PEFT; ftpilot is not needed.\n"
-          "set -euo pipefail\ncd \"$(dirname \"$0\")\"\nexport HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}\n"
-          f"accelerate launch --num_processes {nproc} --num_machines 1 --mixed_precision no --dynamo_backend no{cpu} "
-          f"reproduce.py {' '.join(shlex.quote(a) for a in argv)} \"$@\"\n")
-    p = ctx.run_dir / "reproduce.sh"
-    p.write_text(sh)
-    p.chmod(0o755)

@@ -13,8 +13,11 @@ import json
 from pathlib import Path
 
 from runtime.errors import BadInput
-from runtime.training.common import (JobContext, common_args, is_main, load_rows, make_callback, precision,
-                                     to_prompt_completion, write_json)
+from runtime.outputs import write_jsonl
+from runtime.training.common import JobContext, common_args, is_main, precision, prepared_rows
+from runtime.training.config import DistillRun
+from runtime.training.progress import counting, make_callback
+from runtime.training.runner import Recipe, Setup
 
 
 def make_half_student(teacher_dir: str, out_dir: Path) -> dict:
@@ -22,10 +25,12 @@ def make_half_student(teacher_dir: str, out_dir: Path) -> dict:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from runtime.models import load_kwargs
+
     if (out_dir / "config.json").exists():
         cfg = json.loads((out_dir / "ftpilot_student.json").read_text())
         return cfg
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32, **load_kwargs())
     config = AutoConfig.from_pretrained(teacher_dir)
     n = config.num_hidden_layers
     keep = list(range(0, n, 2))
@@ -107,86 +112,81 @@ def teacher_answers(teacher, tokenizer, ds, max_new_tokens: int, batch: int = 8)
     return out
 
 
-def train(ctx: JobContext) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class DistillRecipe(Recipe):
+    config_cls = DistillRun
+    metric_keys = ("teacher_kl", "teacher_kl_before", "student_layers", "teacher_layers")
 
-    from runtime.models import resolve_model
-    from runtime.training.sft import run_trainer
+    def setup(self, ctx: JobContext) -> Setup:
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = ctx.config
-    mode = ctx.method or "logit"
-    teacher_path = resolve_model(cfg["model"]).path
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-    student_info: dict = {}
-    if cfg.get("student"):
-        student_path = resolve_model(cfg["student"]).path
-        s_tok = AutoTokenizer.from_pretrained(student_path)
-        if s_tok.get_vocab() != tokenizer.get_vocab():
-            raise BadInput("the student's tokenizer differs from the teacher's",
-                           hint="Logit distillation needs the same tokenizer; leave `student` empty to derive one.")
-    else:
-        student_path = str(ctx.run_dir / "student_init")
-        if is_main():
-            student_info = make_half_student(teacher_path, Path(student_path))
-    dtype, _ = precision(cfg)
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=dtype)
-    teacher.eval()
-    student = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype)
-    train_ds = to_prompt_completion(load_rows(cfg["train_path"]))
-    eval_ds = to_prompt_completion(load_rows(cfg["eval_path"])) if cfg.get("eval_path") else None
-    if "prompt" not in train_ds.column_names:
-        raise BadInput("distillation needs prompts: conversations or prompt/completion rows")
-    kl_rows = eval_ds if eval_ds is not None else train_ds
-    kl_before = teacher_kl(student, teacher, tokenizer, kl_rows) if not ctx.resume_from else None
-    base = common_args(ctx, eval_ds is not None)
-    base.pop("remove_unused_columns")
-    extra = {"distill_mode": mode, "teacher": teacher_path, "student_init": student_path, **student_info}
-    if mode == "sequence":
-        from trl import SFTConfig, SFTTrainer
+        from runtime.models import load_kwargs, resolve_model
 
-        seq_path = ctx.run_dir / "teacher_answers.jsonl"
-        if not seq_path.exists():
-            rows = teacher_answers(teacher, tokenizer, train_ds, int(cfg.get("max_new_tokens", 64)))
-            with open(seq_path, "w") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-        train_ds = Dataset.from_list([json.loads(x) for x in seq_path.read_text().splitlines()])
-        extra["teacher_answers_path"] = str(seq_path)
-        args = SFTConfig(**base, max_length=int(cfg.get("max_length", 512)), remove_unused_columns=True)
-        trainer = SFTTrainer(model=student, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                             processing_class=tokenizer, callbacks=[make_callback(ctx)])
-    elif mode in ("logit", "gkd"):
-        from trl.experimental.gkd import GKDConfig, GKDTrainer
+        cfg: DistillRun = ctx.config
+        teacher_path = resolve_model(cfg.model).path
+        tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+        student_info: dict = {}
+        if cfg.student:
+            student_path = resolve_model(cfg.student).path
+            s_tok = AutoTokenizer.from_pretrained(student_path)
+            if s_tok.get_vocab() != tokenizer.get_vocab():
+                raise BadInput("the student's tokenizer differs from the teacher's",
+                               hint="Logit distillation needs the same tokenizer; leave `student` empty to derive one.")
+        else:
+            student_path = str(ctx.run_dir / "student_init")
+            if is_main():
+                student_info = make_half_student(teacher_path, Path(student_path))
+        dtype, _ = precision(cfg)
+        self.teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=dtype, **load_kwargs())
+        self.teacher.eval()
+        student = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype, **load_kwargs())
+        train_ds, cut = prepared_rows(cfg, cfg.train_path, tokenizer)
+        eval_ds, _ = prepared_rows(cfg, cfg.eval_path, tokenizer)
+        if "prompt" not in train_ds.column_names:
+            raise BadInput("distillation needs prompts: conversations or prompt/completion rows")
+        self.kl_rows = eval_ds if eval_ds is not None else train_ds
+        base = common_args(ctx, eval_ds is not None)
+        base.pop("remove_unused_columns")
+        info = {"distill_mode": cfg.mode, "teacher": teacher_path, "student_init": student_path, **student_info}
+        if cfg.mode == "sequence":
+            from trl import SFTConfig, SFTTrainer
 
-        def to_messages(ds):
-            return ds.map(lambda r: {"messages": r["prompt"] + r["completion"]}, remove_columns=ds.column_names) \
-                if isinstance(ds[0]["prompt"], list) else ds
+            seq_path = ctx.run_dir / "teacher_answers.jsonl"
+            if not seq_path.exists():
+                rows = teacher_answers(self.teacher, tokenizer, train_ds, cfg.max_new_tokens)
+                write_jsonl(seq_path, rows)
+            train_ds = Dataset.from_list([json.loads(x) for x in seq_path.read_text().splitlines()])
+            info["teacher_answers_path"] = str(seq_path)
+            args = SFTConfig(**base, max_length=cfg.max_length, remove_unused_columns=True)
+            trainer = counting(SFTTrainer)(model=student, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                           processing_class=tokenizer, callbacks=[make_callback(ctx)])
+        else:
+            from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-        lmbda, beta = (0.0, 0.0) if mode == "logit" else (float(cfg.get("lmbda", 0.5)), float(cfg.get("beta", 0.5)))
-        args = GKDConfig(**base, lmbda=lmbda, beta=beta, temperature=float(cfg.get("temperature", 1.0)),
-                         max_new_tokens=int(cfg.get("max_new_tokens", 32)), max_length=int(cfg.get("max_length", 512)))
-        trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=to_messages(train_ds),
-                             eval_dataset=to_messages(eval_ds) if eval_ds is not None else None,
-                             processing_class=tokenizer, callbacks=[make_callback(ctx)])
-    else:
-        raise BadInput(f"unknown distillation mode {mode!r}", hint="logit, gkd or sequence")
-    result = run_trainer(ctx, trainer, tokenizer, "full", teacher_path, eval_ds is not None, extra=extra)
-    if trainer.state.global_step:
-        kl_after = teacher_kl(trainer.model, teacher, tokenizer, kl_rows)
-        result["teacher_kl"] = kl_after
-        result["metrics"]["teacher_kl"] = kl_after
-        if kl_before is not None:
-            result["teacher_kl_before"] = kl_before
-            result["metrics"]["teacher_kl_before"] = kl_before
-        if student_info:
-            result["metrics"]["student_layers"] = student_info["student_layers"]
-            result["metrics"]["teacher_layers"] = student_info["teacher_layers"]
-        if is_main() and (ctx.run_dir / "result.json").exists():
-            write_json(ctx.run_dir / "result.json", result)
-    _ = torch
-    return result
+            def to_messages(ds):
+                return ds.map(lambda r: {"messages": r["prompt"] + r["completion"]},
+                              remove_columns=ds.column_names) if isinstance(ds[0]["prompt"], list) else ds
+
+            # logit: forward KL on the answers, off-policy (lmbda 0, beta 0); gkd: TRL's on-policy generalized JSD
+            lmbda, beta = (0.0, 0.0) if cfg.mode == "logit" else (cfg.lmbda, cfg.beta)
+            args = GKDConfig(**base, lmbda=lmbda, beta=beta, temperature=cfg.temperature,
+                             max_new_tokens=cfg.max_new_tokens, max_length=cfg.max_length)
+            trainer = counting(GKDTrainer)(model=student, teacher_model=self.teacher, args=args,
+                                           train_dataset=to_messages(train_ds),
+                                           eval_dataset=to_messages(eval_ds) if eval_ds is not None else None,
+                                           processing_class=tokenizer, callbacks=[make_callback(ctx)])
+        trainer.ftpilot_rows_truncated = cut
+        return Setup(trainer, tokenizer, teacher_path, artifact="model", info=info)
+
+    def measure(self, ctx: JobContext, s: Setup, when: str) -> dict:
+        kl = teacher_kl(s.trainer.model, self.teacher, s.tokenizer, self.kl_rows)
+        return {"teacher_kl_before" if when == "before" else "teacher_kl": kl}
+
+    def reproduce_config(self, ctx: JobContext, s: Setup, result: dict) -> dict:
+        cfg: DistillRun = ctx.config
+        return {"mode": cfg.mode, "student": result.get("student_init"), "temperature": cfg.temperature,
+                "max_new_tokens": cfg.max_new_tokens, "lmbda": cfg.lmbda, "beta": cfg.beta,
+                "teacher_answers": result.get("teacher_answers_path")}
 
 
 REPRODUCE_DISTILL = '''"""Rerun of an ftpilot distillation job with plain TRL (no ftpilot). Run: bash reproduce.sh [--output_dir DIR]
@@ -227,7 +227,7 @@ def main():
         data = load_dataset("json", data_files=c["train_path"], split="train")
         if "messages" not in data.column_names:
             data = data.map(lambda r: {"messages": r["prompt"] + r["completion"]}, remove_columns=data.column_names)
-        lmbda, beta = (0.0, 0.0) if c["mode"] == "logit" else (0.5, 0.5)
+        lmbda, beta = (0.0, 0.0) if c["mode"] == "logit" else (c["lmbda"], c["beta"])
         args = GKDConfig(**common, lmbda=lmbda, beta=beta, temperature=c["temperature"],
                          max_new_tokens=c["max_new_tokens"])
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
@@ -240,3 +240,4 @@ def main():
 if __name__ == "__main__":
     main()
 '''
+DistillRecipe.reproduce_template = REPRODUCE_DISTILL

@@ -9,8 +9,10 @@ than the rejected one) is measured before and after training.
 from __future__ import annotations
 
 from runtime.errors import BadInput
-from runtime.training.common import (JobContext, common_args, is_main, load_model, load_rows, lora_config,
-                                     make_callback, write_json)
+from runtime.training.common import JobContext, common_args, load_model, lora_config, prepared_rows
+from runtime.training.config import PreferenceRun
+from runtime.training.progress import counting, make_callback
+from runtime.training.runner import Recipe, Setup
 
 DPO_LOSSES = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
 
@@ -67,72 +69,79 @@ def to_unpaired(ds):
     return Dataset.from_list(rows)
 
 
-def train(ctx: JobContext) -> dict:
-    from transformers import AutoTokenizer
+class PreferenceRecipe(Recipe):
+    config_cls = PreferenceRun
+    metric_keys = ("preference_accuracy", "preference_accuracy_before", "preference_margin")
 
-    from runtime.models import resolve_model
-    from runtime.training.sft import run_trainer
+    def setup(self, ctx: JobContext) -> Setup:
+        from transformers import AutoTokenizer
 
-    cfg = ctx.config
-    method = ctx.method or "dpo"
-    model_path = resolve_model(cfg["model"]).path
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_ds = load_rows(cfg["train_path"])
-    eval_ds = load_rows(cfg["eval_path"]) if cfg.get("eval_path") else None
-    needed = {"chosen", "rejected"} if method != "kto" or "label" not in train_ds.column_names else {"completion", "label"}
-    if not needed <= set(train_ds.column_names):
-        raise BadInput(f"{method} needs preference data with columns {sorted(needed)}; got {train_ds.column_names}",
-                       hint="Use TRL's preference format: prompt, chosen, rejected (strings or conversations).")
-    model = load_model(model_path, cfg.get("base_method", "lora"), cfg)
-    peft_config = lora_config(cfg)
-    if cfg.get("adapter_path"):
-        from peft import PeftModel
+        from runtime.models import resolve_adapter, resolve_model
 
-        model = PeftModel.from_pretrained(model, cfg["adapter_path"], is_trainable=True)
-        peft_config = None
-    base = common_args(ctx, eval_ds is not None)
-    base.pop("remove_unused_columns")  # the preference trainers choose their own columns
-    beta = float(cfg.get("beta", 0.1))
-    max_length = int(cfg.get("max_length", 512))
-    acc_before = None
-    if method in ("dpo", "ipo", "hinge"):
-        from trl import DPOConfig, DPOTrainer
+        cfg: PreferenceRun = ctx.config
+        model_path = resolve_model(cfg.model).path
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        train_ds, cut = prepared_rows(cfg, cfg.train_path, conversational=False)
+        eval_ds, _ = prepared_rows(cfg, cfg.eval_path, conversational=False)
+        kto_labels = cfg.method == "kto" and "label" in train_ds.column_names
+        needed = {"completion", "label"} if kto_labels else {"chosen", "rejected"}
+        if not needed <= set(train_ds.column_names):
+            raise BadInput(f"{cfg.method} needs preference data with columns {sorted(needed)}; got "
+                           f"{train_ds.column_names}",
+                           hint="Use TRL's preference format: prompt, chosen, rejected (strings or conversations).")
+        model = load_model(model_path, cfg.load_method, cfg)
+        peft_config = lora_config(cfg)
+        if cfg.adapter_path:
+            from peft import PeftModel
 
-        args = DPOConfig(**base, beta=beta, loss_type=[DPO_LOSSES[method]],
-                         max_length=max_length)
-        trainer_cls = DPOTrainer
-    elif method == "kto":
-        from trl import KTOConfig, KTOTrainer
+            adapter_dir, _ = resolve_adapter(cfg.adapter_path)
+            model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+            peft_config = None
+        base = common_args(ctx, eval_ds is not None)
+        base.pop("remove_unused_columns")  # the preference trainers choose their own columns
+        if cfg.method == "dpo":
+            from trl import DPOConfig, DPOTrainer
 
-        train_ds = to_unpaired(train_ds)
-        args = KTOConfig(**base, beta=beta, max_length=max_length)
-        trainer_cls = KTOTrainer
-    elif method == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+            args = DPOConfig(**base, beta=cfg.beta, loss_type=[DPO_LOSSES[cfg.loss]], max_length=cfg.max_length)
+            trainer_cls = DPOTrainer
+        elif cfg.method == "kto":
+            from trl import KTOConfig, KTOTrainer
 
-        args = ORPOConfig(**base, beta=beta, max_length=max_length)
-        trainer_cls = ORPOTrainer
-    else:
-        raise BadInput(f"unknown preference method {method!r}", hint="dpo, ipo, hinge, kto or orpo")
-    pairs = list(eval_ds) if eval_ds is not None and "chosen" in eval_ds.column_names else None
-    trainer_eval = eval_ds if method != "kto" or eval_ds is None else to_unpaired(eval_ds)
-    if pairs and not ctx.resume_from:
-        acc_before = preference_accuracy(model, tokenizer, pairs)
-    trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=trainer_eval,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[make_callback(ctx)])
-    result = run_trainer(ctx, trainer, tokenizer, "lora", model_path, trainer_eval is not None,
-                         extra={"preference_method": method, "beta": beta})
-    if pairs and trainer.state.global_step:
-        after = preference_accuracy(trainer.model, tokenizer, pairs)
-        result["preference_accuracy"] = after["accuracy"]
-        result["preference_margin"] = after["mean_margin"]
-        result["metrics"]["preference_accuracy"] = after["accuracy"]
-        if acc_before:
-            result["preference_accuracy_before"] = acc_before["accuracy"]
-            result["metrics"]["preference_accuracy_before"] = acc_before["accuracy"]
-    if is_main() and (ctx.run_dir / "result.json").exists():
-        write_json(ctx.run_dir / "result.json", result)
-    return result
+            train_ds = to_unpaired(train_ds)
+            args = KTOConfig(**base, beta=cfg.beta, max_length=cfg.max_length)
+            trainer_cls = KTOTrainer
+        else:
+            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+            args = ORPOConfig(**base, beta=cfg.beta, max_length=cfg.max_length)
+            trainer_cls = ORPOTrainer
+        self.pairs = list(eval_ds) if eval_ds is not None and "chosen" in eval_ds.column_names else None
+        trainer_eval = eval_ds if cfg.method != "kto" or eval_ds is None else to_unpaired(eval_ds)
+        trainer = counting(trainer_cls)(model=model, args=args, train_dataset=train_ds, eval_dataset=trainer_eval,
+                                        processing_class=tokenizer, peft_config=peft_config,
+                                        callbacks=[make_callback(ctx)])
+        trainer.ftpilot_rows_truncated = cut
+        return Setup(trainer, tokenizer, model_path, info={"preference_method": cfg.job_method, "beta": cfg.beta})
+
+    def measure(self, ctx: JobContext, s: Setup, when: str) -> dict:
+        if not self.pairs:
+            return {}
+        acc = preference_accuracy(s.trainer.model, s.tokenizer, self.pairs)
+        if when == "before":
+            return {"preference_accuracy_before": acc["accuracy"]}
+        return {"preference_accuracy": acc["accuracy"], "preference_margin": acc["mean_margin"]}
+
+    def reproduce_config(self, ctx: JobContext, s: Setup, result: dict) -> dict:
+        cfg: PreferenceRun = ctx.config
+        return {"dpo_method": cfg.job_method, "beta": cfg.beta, "adapter_path": cfg.adapter_path}
+
+    def trl_config(self, ctx: JobContext, s: Setup) -> tuple[str, dict] | None:
+        cfg: PreferenceRun = ctx.config
+        if cfg.method == "orpo":  # ORPO is experimental in TRL: no CLI command
+            return None
+        if cfg.method == "kto":
+            return "kto", {"beta": cfg.beta}
+        return "dpo", {"beta": cfg.beta, "loss_type": [DPO_LOSSES[cfg.loss]]}
 
 
 REPRODUCE_DPO = '''"""Rerun of an ftpilot preference job with plain TRL + PEFT (no ftpilot). Run: bash reproduce.sh [--output_dir DIR]"""
@@ -191,3 +200,4 @@ def main():
 if __name__ == "__main__":
     main()
 '''
+PreferenceRecipe.reproduce_template = REPRODUCE_DPO
