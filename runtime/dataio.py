@@ -298,6 +298,20 @@ def read_jsonl_at(path: Path, offsets: dict[int, int], columns: dict[str, str] |
     return out
 
 
+def records_at(path: Path, rows: Iterable[int], columns: dict[str, str] | None = None) -> dict[int, Any]:
+    """The records at the given indices, by one streaming pass (any file kind)."""
+    wanted = set(rows)
+    out: dict[int, Any] = {}
+    if not wanted:
+        return out
+    for item in iter_records(path, columns=columns):
+        if item[0] in wanted:
+            out[item[0]] = item[1]
+            if len(out) == len(wanted):
+                break
+    return out
+
+
 def _iter_json_array(path: Path) -> Iterator:
     size = path.stat().st_size
     if size > JSON_ARRAY_MAX_BYTES:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tools.dataset._analyze import CHECKS, SEVERITY_ORDER, Analysis, Thresholds, analyze, safe_text
+from tools.dataset.analysis import Analysis, analyze
+from tools.dataset.checks import CHECKS, SEVERITY_ORDER, Thresholds, safe_text
 from tools.registry import ToolInput, tool
 
 COLUMNS_FIELD = Field(None, description="map ftpilot roles (prompt, completion, system, chosen, rejected) to your "
@@ -17,12 +18,17 @@ COLUMNS_FIELD = Field(None, description="map ftpilot roles (prompt, completion, 
                       "detect the layout")
 
 
-class AuditDatasetInput(ToolInput):
+class DataChecksInput(ToolInput):
+    """The fields every tool that runs the audit's checks takes (audit_dataset, clean_dataset)."""
+
     path: str = Field(description="the data file (JSONL, JSON, CSV, Parquet) or `datasets` save dir, in the workspace")
     eval_path: str | None = Field(None, description="an eval set to check the train set against (contamination)")
     model: str = Field("default", description="whose chat template and tokenizer count tokens (too_long)")
     max_tokens: int | None = Field(None, ge=8, description="token limit per row; default: the model's context length")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="check thresholds (documented defaults)")
+
+
+class AuditDatasetInput(DataChecksInput):
     exact_token_counts: bool = Field(False, description="tokenize every row (slower) instead of only the rows whose "
                                      "byte length could exceed max_tokens plus a seeded 2,000-row sample")
     columns: dict[str, str] | None = COLUMNS_FIELD
@@ -56,41 +62,38 @@ def findings_list(a: Analysis) -> list[dict]:
     return sorted(out, key=lambda d: (SEVERITY_ORDER[d["severity"]], CHECKS.index(d["check"])))
 
 
+BROKEN = ("invalid_json", "schema", "role_order", "empty_turn", "preference_empty", "preference_identical")
+BROKEN_ADVICE = ("Drop {n} broken row(s) (invalid JSON, schema, role order, empty turns, empty or identical preference "
+                 "pairs): clean_dataset with drop_invalid=true.")
+DUP_ADVICE = ("Drop {exact_duplicate} exact and {near_duplicate} near-duplicate(s), keeping the first: clean_dataset "
+              "with drop_duplicates=\"near\".")
+FINDING_ADVICE = {  # in the order a person should act on them; {n} is the finding's row count
+    "contamination": "Remove {n} train row(s) that overlap the eval set before training, or the evaluation will "
+                     "overstate quality: clean_dataset with eval_path and drop_contaminated=true.",
+    "too_long": "{n} row(s) exceed {max_tokens} tokens: drop them (too_long=\"drop\"), truncate "
+                "(too_long=\"truncate\"), or train with a longer max_length.",
+    "pii": "Redact personal data and secrets in {n} row(s): clean_dataset with redact_pii=true; rotate any real keys "
+           "found."}
+REFUSAL_ADVICE = {  # refusals are the behaviour wanted in harmlessness preference data
+    "preference": "{n} chosen answer(s) refuse: in harmlessness preference data that is the behaviour wanted, keep "
+                  "them; drop them (drop_refusals=true) only if the model should answer such prompts.",
+    "other": "Review {n} refusal(s); drop them unless refusing is the behaviour you want (drop_refusals=true)."}
+LATE_ADVICE = {
+    "placeholder": "Drop {n} placeholder answer(s) such as \"<nooutput>\" or \"N/A\" (clean_dataset drops them by "
+                   "default: drop_placeholders=true).",
+    "label_imbalance": "Balance the labels (more examples of the rare ones, e.g. synthesize them) and use a "
+                       "stratified split (split_dataset does this).",
+    "length_bias": "Chosen answers are systematically longer/shorter than rejected ones: add pairs where the better "
+                   "answer is the shorter one, or DPO will learn length."}
+
+
 def recommendations(a: Analysis, has_eval: bool) -> list[str]:
     f = {k: len(v.rows) for k, v in a.findings.items()}
-    rec = []
-    bad = f["invalid_json"] + f["schema"] + f["role_order"] + f["empty_turn"] + f["preference_empty"] + \
-        f["preference_identical"]
-    if bad:
-        rec.append(f"Drop {bad} broken row(s) (invalid JSON, schema, role order, empty turns, empty or identical "
-                   "preference pairs): clean_dataset with drop_invalid=true.")
-    if f["exact_duplicate"] or f["near_duplicate"]:
-        rec.append(f"Drop {f['exact_duplicate']} exact and {f['near_duplicate']} near-duplicate(s), keeping the first:"
-                   " clean_dataset with drop_duplicates=\"near\".")
-    if f["contamination"]:
-        rec.append(f"Remove {f['contamination']} train row(s) that overlap the eval set before training, or the "
-                   "evaluation will overstate quality: clean_dataset with eval_path and drop_contaminated=true.")
-    if f["too_long"]:
-        rec.append(f"{f['too_long']} row(s) exceed {a.max_tokens} tokens: drop them (too_long=\"drop\"), truncate "
-                   "(too_long=\"truncate\"), or train with a longer max_length.")
-    if f["pii"]:
-        rec.append(f"Redact personal data and secrets in {f['pii']} row(s): clean_dataset with redact_pii=true; "
-                   "rotate any real keys found.")
-    if f["refusal"] and a.kind == "preference":
-        rec.append(f"{f['refusal']} chosen answer(s) refuse: in harmlessness preference data that is the behaviour "
-                   "wanted, keep them; drop them (drop_refusals=true) only if the model should answer such prompts.")
-    elif f["refusal"]:
-        rec.append(f"Review {f['refusal']} refusal(s); drop them unless refusing is the behaviour you want "
-                   "(drop_refusals=true).")
-    if f["placeholder"]:
-        rec.append(f"Drop {f['placeholder']} placeholder answer(s) such as \"<nooutput>\" or \"N/A\" "
-                   "(clean_dataset drops them by default: drop_placeholders=true).")
-    if f["label_imbalance"]:
-        rec.append("Balance the labels (more examples of the rare ones, e.g. synthesize them) and use a stratified "
-                   "split (split_dataset does this).")
-    if f["length_bias"]:
-        rec.append("Chosen answers are systematically longer/shorter than rejected ones: add pairs where the better "
-                   "answer is the shorter one, or DPO will learn length.")
+    refusal = REFUSAL_ADVICE["preference" if a.kind == "preference" else "other"]
+    advice = [(sum(f[k] for k in BROKEN), BROKEN_ADVICE), (f["exact_duplicate"] + f["near_duplicate"], DUP_ADVICE),
+              *((f[check], text) for check, text in FINDING_ADVICE.items()), (f["refusal"], refusal),
+              *((f[check], text) for check, text in LATE_ADVICE.items())]
+    rec = [text.format(n=n, max_tokens=a.max_tokens, **f) for n, text in advice if n]
     if not has_eval and a.kind != "unknown":
         rec.append("No eval set given: split_dataset makes a seeded, stratified, duplicate-aware split; then audit "
                    "train with eval_path to check contamination.")

@@ -8,23 +8,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from runtime.content import redact_pii
 from runtime.errors import BadInput
-from tools.dataset._analyze import Analysis, Thresholds, analyze
-from tools.dataset.audit import COLUMNS_FIELD
+from runtime.pii import redact_pii
+from tools.dataset.analysis import Analysis, analyze
+from tools.dataset.checks import Thresholds
+from tools.dataset.audit import COLUMNS_FIELD, DataChecksInput
 from tools.registry import ToolInput, tool
 
 INVALID_CHECKS = ("invalid_json", "schema", "role_order", "empty_turn", "preference_empty", "preference_identical")
 
 
-class CleanDatasetInput(ToolInput):
+class CleanDatasetInput(DataChecksInput):
     path: str = Field(description="the data file to clean (never modified)")
     out_path: str | None = Field(None, description="where to write the cleaned JSONL (and <out>.manifest.jsonl "
                                  "beside it); default <name>.clean.jsonl beside the input")
     overwrite: bool = Field(False, description="replace an existing output and manifest (needs approval)")
     eval_path: str | None = Field(None, description="eval set for drop_contaminated")
-    model: str = Field("default", description="tokenizer and chat template for too_long")
-    max_tokens: int | None = Field(None, ge=8, description="token limit per row; default: the model's context length")
     thresholds: Thresholds = Field(default_factory=Thresholds, description="the audit's thresholds")
     drop_invalid: bool = Field(True, description="drop rows with invalid_json, schema, role_order, empty_turn, "
                                "preference_empty or preference_identical findings")

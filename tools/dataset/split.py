@@ -9,7 +9,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from runtime.errors import BadInput
-from tools.dataset._analyze import Analysis, Thresholds, _long_ngrams, analyze
+from tools.dataset.analysis import Analysis, analyze
+from tools.dataset.checks import Thresholds
 from tools.dataset.audit import COLUMNS_FIELD
 from tools.registry import ToolInput, tool
 
@@ -67,7 +68,7 @@ def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
     target_total = args.eval_rows if args.eval_rows else max(1, round(args.eval_fraction * len(usable)))
     if target_total >= len(usable):
         raise BadInput(f"eval_rows={target_total} leaves nothing to train on ({len(usable)} usable rows)")
-    label_of = {g: int(a.facts.label[g]) for g in groups}
+    label_of = {g: int(a.label_of[g]) for g in groups}
     stratified = args.stratify and bool(a.labels) and all(v >= 0 for v in label_of.values())
     eval_set = _choose_eval(groups, label_of if stratified else {g: -1 for g in groups}, target_total,
                             random.Random(args.seed))
@@ -81,8 +82,8 @@ def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
             side = "eval" if row in eval_set else "train"
             handles[side].write(json_line(rec))
             n[side] += 1
-            if a.labels and a.facts.label[row] >= 0:
-                counts[a.labels[a.facts.label[row]]][side] += 1
+            if a.labels and a.label_of[row] >= 0:
+                counts[a.labels[a.label_of[row]]][side] += 1
     return SplitDatasetOutput(
         train_path=str(outs[0]), eval_path=str(outs[1]), train_rows=n["train"], eval_rows=n["eval"],
         skipped_rows=sorted(skipped), stratified=stratified,
@@ -92,27 +93,10 @@ def split_dataset(args: SplitDatasetInput) -> SplitDatasetOutput:
 
 def _groups(a: Analysis, usable: list[int], ngram: int) -> dict[int, list[int]]:
     """Rows that must stay on one side (copies, near-copies, rows sharing an n-gram), keyed by their first row."""
-    parent: dict[int, int] = {}
+    from runtime import neardup
 
-    def root(r: int) -> int:
-        while parent.get(r, r) != r:
-            parent[r] = parent.get(parent[r], parent[r])
-            r = parent[r]
-        return r
-
-    def union(x: int, y: int) -> None:
-        rx, ry = root(x), root(y)
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)
-
-    for r, first in a.dup_of.items():
-        union(r, first)
-    for x, y in _shared_ngram_pairs(a, ngram):
-        union(x, y)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for r in usable:
-        groups[root(r)].append(r)
-    return groups
+    links = [*a.dup_of.items(), *neardup.repeated_ngrams(*a.words, ngram)]
+    return neardup.clusters(links, items=usable)
 
 
 def _choose_eval(groups: dict[int, list[int]], label_of: dict[int, int], total: int, rng: random.Random) -> set[int]:
@@ -138,21 +122,3 @@ def _choose_eval(groups: dict[int, list[int]], label_of: dict[int, int], total: 
     if not eval_set:  # every group larger than the target: take the smallest one
         eval_set.update(groups[min(order, key=lambda x: len(groups[x]))])
     return eval_set
-
-
-def _shared_ngram_pairs(a: Analysis, n: int) -> list[tuple[int, int]]:
-    """(row, first row) for rows sharing a word n-gram with an earlier row: the contamination check's other test."""
-    import numpy as np
-
-    ids = np.frombuffer(a.facts.word_ids, dtype=np.uint32).astype(np.uint64)
-    offsets = np.frombuffer(a.facts.word_offsets, dtype=np.int64)
-    h, rows = _long_ngrams(ids, offsets, n)
-    if h.size == 0:
-        return []
-    order = np.argsort(h, kind="stable")
-    hs, rs = h[order], rows[order]
-    new = np.concatenate([[True], hs[1:] != hs[:-1]])
-    first = rs[np.flatnonzero(new)][np.cumsum(new) - 1]
-    keep = rs != first
-    pairs = np.unique(np.stack([rs[keep], first[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), int)
-    return [(int(x), int(y)) for x, y in pairs]
