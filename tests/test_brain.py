@@ -360,3 +360,23 @@ def test_evaluate_against_a_few_shot_prompt_adds_that_candidate():
     brain = _brain({text: RouteResult("evaluate", {}, 0.95)})
     (call,) = _turn(brain, _req(text, p)).tool_calls
     assert [c.get("name") for c in call.parsed()["candidates"]] == ["base", "base 3-shot", "tuned", "5-shot"]
+
+
+def test_the_keyword_table_decides_only_where_the_router_is_unsure():
+    from assistant.brains.router import KEYWORD_MARGIN, RouteInput, combine, regex_route
+    from tools.registry import all_tools
+
+    tools = all_tools()
+    item = RouteInput.for_message("audit data/x.jsonl")
+    keyword = regex_route(item, tools)
+    assert keyword.name == "audit_dataset" and keyword.runner_up is None
+    sure = RouteResult("clean_dataset", {"path": "data/x.jsonl"}, 0.9, "audit_dataset", 0.9 - KEYWORD_MARGIN)
+    assert combine(sure, keyword, tools) is sure
+    unsure = RouteResult("clean_dataset", {}, 0.5, "audit_dataset", 0.45, seconds=0.3)
+    got = combine(unsure, keyword, tools)
+    assert (got.name, got.arguments, got.source, got.margin) == ("audit_dataset", {"path": "data/x.jsonl"},
+                                                                 "adapter+keywords", 1.0)
+    vague = regex_route(RouteInput.for_message("hello there"), tools)
+    assert combine(unsure, vague, tools) is unsure          # no single keyword match: the router's own call
+    cut = RouteResult("audit_dataset", {}, 0.99, error="cut off after 64 tokens")
+    assert combine(cut, keyword, tools).error is None

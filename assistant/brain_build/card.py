@@ -34,7 +34,8 @@ def report_markdown(r: dict) -> str:
              "", "## Accuracy (95% bootstrap intervals)", "", *accuracy_table(r), "",
              "Exact call: the right tool with exactly the expected arguments (defaults dropped, numbers compared "
              "by value). *base*: the bundled model without the adapter, prompted with the tool list, decoded the "
-             "same way; *regex*: the keyword table the brain used before.", "",
+             "same way; *regex*: the keyword table the brain used before; *adapter+keywords*: the two combined, as the "
+             "brain routes (below).", "",
              "## Differences (paired bootstrap, same requests)", "",
              "| requests | comparison | right tool | exact call |", "|---|---|---|---|"]
     for set_name, s in r["sets"].items():
@@ -53,6 +54,15 @@ def report_markdown(r: dict) -> str:
         for row in s["margins"]:
             lines.append(f"| {SET_TITLES.get(set_name, set_name)} | {row['margin_below']} | {row['asked']} | "
                          f"{row['exact_call_accuracy_of_rest']} |")
+    lines += ["", "## The keyword table as a fallback", "",
+              "*adapter+keywords* is what the brain runs: the adapter decides, except where its label margin is "
+              "below a threshold and the old keyword table names exactly one tool (assistant/brains/router.py "
+              "`combine`). Per threshold (0: the adapter alone):", "",
+              "| requests | keywords below margin | right tool | exact call |", "|---|---|---|---|"]
+    for set_name, s in r["sets"].items():
+        for row in s.get("keywords", []):
+            lines.append(f"| {SET_TITLES.get(set_name, set_name)} | {row['keywords_below']} | "
+                         f"{row['tool_accuracy']} | {row['exact_call_accuracy']} |")
     lines += ["", "## By phrasing style (adapter, exact call)", "", "| requests | style | exact / n |", "|---|---|---|"]
     for set_name, s in r["sets"].items():
         for style, v in s["by_style"].items():
@@ -97,7 +107,7 @@ def data_card(r: dict) -> str:
              "## Use", "",
              "The embedded brain loads it on the transformers engine's model and decodes under a JSON-schema "
              "grammar (assistant/brains/router.py). Input: a system line with the project state "
-             "(`Project: train data …; latest run …; next step …`) and the person's message. Output labels: the "
+             "(`Project: data: train, eval; latest run train_sft succeeded; next step evaluate`) and the person's message. Output labels: the "
              f"{len(r['data']['labels']) - 1} tools and replies below; arguments only as stated in the message.", "",
              "Labels: " + ", ".join(f"`{x}`" for x in r["data"]["labels"] if x != "go_ahead")
              + " (follow-ups such as \"go ahead\" name the next step's tool).", "",

@@ -24,7 +24,8 @@ from typing import Iterator
 
 from assistant.brains import BrainUnavailable, TextDelta, ToolCall, TurnEnd, TurnRequest
 from assistant.brains import replies
-from assistant.brains.router import ROUTER_DIR, RouteInput, RouteResult, Router, canonical, regex_route
+from assistant.brains.router import (ROUTER_DIR, RouteInput, RouteResult, Router, canonical, combine,
+                                     regex_route)
 from assistant.workflow import FEW_SHOT_K
 
 PROSE_SYSTEM = ("You are ftpilot, a helpful assistant for fine-tuning small language models. Answer in one or two "
@@ -183,9 +184,11 @@ class EmbeddedBrain:
                 yield from self._end(content, [_call(name, call_args)], start, "plan from the router")
                 return
         item = RouteInput.for_message(text, project)
-        res = self._route([item])[0] if self.router else regex_route(item, tools)
-        note = (f"router: {res.name} p={res.p_best:.2f}" + (f", runner-up {res.runner_up} p={res.p_runner_up:.2f}"
-                                                              if res.runner_up else "")
+        keyword = regex_route(item, tools)
+        res = combine(self._route([item])[0], keyword, tools) if self.router else keyword
+        via = " (keyword table: the router was unsure)" if res.source.endswith("+keywords") else ""
+        note = (f"router: {res.name} p={res.p_best:.2f}{via}" + (f", runner-up {res.runner_up} p={res.p_runner_up:.2f}"
+                                                                 if res.runner_up else "")
                 if self.router else f"keyword routing ({self.fallback}): {res.name}")
         yield from self._decide(res, item, text, req, project, tools, start, note)
 

@@ -50,6 +50,7 @@ PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
 MAX_ARG_TOKENS = 64
 SCORE_CHUNK = 96          # candidate sequences per scoring pass (bounds the logits tensor)
+KEYWORD_MARGIN = 0.5      # below this label margin an unambiguous keyword match decides (see `combine`)
 EXPAND = 3                # labels are scored in full only for the most likely first name tokens
 
 
@@ -547,6 +548,17 @@ def regex_route(item: RouteInput, tools: dict) -> RouteResult:
     args = {k: pins[k] for k in allowed if k in pins}
     return RouteResult(name, args, 1.0 / len(r.candidates), r.candidates[1] if len(r.candidates) > 1 else None,
                        seconds=time.perf_counter() - start, source="regex")
+
+
+def combine(routed: RouteResult, keyword: RouteResult, tools: dict, below: float | None = None) -> RouteResult:
+    """The brain's decision: the router's, except when it is unsure (label margin below `below`, or arguments cut
+    off) and the keyword table names exactly one tool; then the table's call. The build report measures this
+    against each part alone ("adapter+keywords") and per threshold."""
+    below = KEYWORD_MARGIN if below is None else below
+    if (routed.error is None and routed.margin >= below) or keyword.name not in tools or keyword.runner_up:
+        return routed
+    return RouteResult(keyword.name, keyword.arguments, 1.0, None, 0.0, routed.seconds + keyword.seconds,
+                       f"{routed.source}+keywords", None, routed.text)
 
 
 def _next_tool(context: str) -> str | None:
