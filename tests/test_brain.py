@@ -380,3 +380,17 @@ def test_the_keyword_table_decides_only_where_the_router_is_unsure():
     assert combine(unsure, vague, tools) is unsure          # no single keyword match: the router's own call
     cut = RouteResult("audit_dataset", {}, 0.99, error="cut off after 64 tokens")
     assert combine(cut, keyword, tools).error is None
+
+
+def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says():
+    """The shipped adapter sent "what can you do?" (a held-out family) to chat, "What can you do?" to audit."""
+    from assistant.brains.replies import is_help_question
+
+    table = {m: RouteResult("audit_dataset", {}, 0.5, "chat", 0.46) for m in
+             ("What can you do?", "what can you do", "so what else can you do for me?", "What are my options?")}
+    brain = _brain(table)
+    for message in table:
+        end = _turn(brain, _req(message))
+        assert not end.tool_calls and all(f"**{name}**" in end.content for name in all_tools()), message
+    assert brain.router.asked == []
+    assert not any(map(is_help_question, ["what can you do with data/x.jsonl?", "help me clean data/x.jsonl"]))

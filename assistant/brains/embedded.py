@@ -172,6 +172,9 @@ class EmbeddedBrain:
 
         project = Project.model_validate(req.context.get("project") or {})
         tools = self._tools(by_name)
+        if replies.is_help_question(text):
+            yield from self._say(replies.capabilities(tools), start, "question about ftpilot: from the registry")
+            return
         if (plan := self._plan_for(text, req, project, tools)) is not None:
             name, args = plan.steps.pop(0)
             call_args, need = self._complete(name, args, req, text, project)

@@ -9,6 +9,7 @@ by a model, so nothing here can be invented; a tool's output is read as data, fi
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Callable
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
@@ -274,6 +275,18 @@ def next_step_text(name: str | None, ok: bool, context: dict) -> str:
 
 
 # --- questions about ftpilot itself --------------------------------------------------------------------------
+
+# "What can you do?" and its close kin are answered from the registry without asking the router: the adapter's
+# build held this phrasing family out and routed it to chat (margin 0.11); a question about ftpilot itself must
+# never become a call or free prose.
+HELP_QUESTION = re.compile(r"^\s*(?:so\s+|ok(?:ay)?\s+|hi\W+|hey\W+)?(?:what\s+(?:else\s+)?can\s+(?:you|i)\s+"
+                           r"(?:do|ask(?:\s+you)?)(?:\s+(?:for\s+me|here|with\s+you))?|what\s+(?:are\s+)?(?:your|my)\s+"
+                           r"(?:options|commands|tools)|what\s+tools\s+do\s+you\s+have|help|commands)\s*[?.!]*\s*$", re.I)
+
+
+def is_help_question(text: str) -> bool:
+    return bool(HELP_QUESTION.match(text or ""))
+
 
 def capabilities(tools: dict) -> str:
     lines = ["I act through ftpilot's tools; each one you can also run from the plan panel or a slash command:"]
