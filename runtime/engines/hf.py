@@ -22,8 +22,9 @@ class TransformersEngine(Engine):
     backend = "transformers"
 
     def __init__(self, model: str = "default", *, device: str | None = None, dtype: str | None = None,
-                 batch_size: int = 16):
+                 batch_size: int = 16, tokenizer: str | None = None):
         super().__init__(model)
+        self.tokenizer_path = tokenizer  # another tokenizer dir (a run's adapter keeps the one it trained with)
         from runtime.hardware import probe
         from runtime.models import resolve_model
 
@@ -43,7 +44,7 @@ class TransformersEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.ref.path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path or self.ref.path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -10,7 +10,8 @@ field was ignored (as does a cut-off reply that does not even start like JSON). 
 the prompt as an instruction and the reply is *validated*, not guaranteed: a completion whose text does not parse
 or match gets `error` set. `structured="prompt"` skips the probe; `structured="response_format"` trusts the server.
 A request's grammar goes as vLLM's `structured_outputs` extension. A request's `adapter` is sent as the model name
-(a vLLM server serves each LoRA adapter under its own name).
+(a vLLM server serves each LoRA adapter under its own name). With `token_ids=True` (vLLM's `return_token_ids`)
+each completion's `extra` holds the prompt and answer token ids the server used.
 
 URLs are loopback only unless the `allow_remote_engines` setting says otherwise: prompts (evaluation rows, a
 person's data) never leave the machine by accident.
@@ -60,8 +61,9 @@ class OpenAIEngine(Engine):
     backend = "openai"
 
     def __init__(self, base_url: str, model: str | None = None, *, api_key: str | None = None,
-                 timeout: float = 300.0, concurrency: int = 8, structured: str = "auto"):
+                 timeout: float = 300.0, concurrency: int = 8, structured: str = "auto", token_ids: bool = False):
         self.base_url = check_url(base_url)
+        self.token_ids = token_ids
         self.api_key, self.timeout = api_key, timeout
         self.client = self._client()
         self.concurrency = concurrency
@@ -115,6 +117,8 @@ class OpenAIEngine(Engine):
             body["stop"] = sampling.stop
         if req.grammar:
             body["structured_outputs"] = {"grammar": req.grammar}
+        if self.token_ids:
+            body["return_token_ids"] = True
         constrained = False
         if req.json_schema and self.supports_response_format is not False:
             body["response_format"] = {"type": "json_schema",
@@ -158,6 +162,8 @@ class OpenAIEngine(Engine):
                           completion_tokens=int(usage.get("completion_tokens") or 0), latency_s=round(latency, 4),
                           finish_reason=choice.get("finish_reason") or "stop",
                           extra={"constrained": constrained} if req.json_schema else {})
+        if self.token_ids:
+            comp.extra.update(prompt_token_ids=data.get("prompt_token_ids"), token_ids=choice.get("token_ids"))
         if req.json_schema:
             comp.parsed, comp.error = check_schema(_strip_fences(text), req.json_schema)
         return comp
@@ -174,10 +180,11 @@ class OpenAIEngine(Engine):
             return _failed(f"{type(e).__name__}: {e}")
 
     def _generate(self, reqs: list[ChatRequest], sampling: Sampling, *, batch_size: int | None) -> list[Completion]:
-        # The first schema request alone teaches us whether response_format works, before fanning out.
-        first = [self._safe(reqs[0], sampling)]
+        # A first schema request alone teaches us whether response_format works, before fanning out.
+        probe = self.supports_response_format is None and reqs[0].json_schema is not None
+        first = [self._safe(reqs[0], sampling)] if probe else []
         with ThreadPoolExecutor(max_workers=batch_size or self.concurrency) as pool:
-            return first + list(pool.map(lambda r: self._safe(r, sampling), reqs[1:]))
+            return first + list(pool.map(lambda r: self._safe(r, sampling), reqs[len(first):]))
 
     def close(self) -> None:
         self.client.close()

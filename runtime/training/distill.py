@@ -17,7 +17,7 @@ from runtime.outputs import write_jsonl
 from runtime.training.common import JobContext, common_args, is_main, precision, prepared_rows
 from runtime.training.config import DistillRun
 from runtime.training.progress import counting, make_callback
-from runtime.training.runner import Recipe, Setup
+from runtime.training.runner import SCRIPT_END, SCRIPT_MAIN, Recipe, Setup
 
 
 def make_half_student(teacher_dir: str, out_dir: Path) -> dict:
@@ -203,13 +203,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 CONFIG = json.loads(r"""__CONFIG__""")
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--output_dir", default="reproduced")
-    out = p.parse_args().output_dir
-    c = CONFIG
-    dtype = torch.bfloat16 if c["bf16"] else torch.float32
-    tok = AutoTokenizer.from_pretrained(c["model"])
+''' + SCRIPT_MAIN + '''    tok = AutoTokenizer.from_pretrained(c["model"])
     teacher = AutoModelForCausalLM.from_pretrained(c["model"], dtype=dtype)
     student = AutoModelForCausalLM.from_pretrained(c["student"], dtype=dtype)
     common = dict(output_dir=out, bf16=c["bf16"], learning_rate=c["learning_rate"], max_steps=c["max_steps"],
@@ -233,11 +227,5 @@ def main():
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data,
                              processing_class=tok)
     trainer.train()
-    trainer.save_model(out)
-    tok.save_pretrained(out)
-
-
-if __name__ == "__main__":
-    main()
-'''
+''' + SCRIPT_END
 DistillRecipe.reproduce_template = REPRODUCE_DISTILL

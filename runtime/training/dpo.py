@@ -12,7 +12,7 @@ from runtime.errors import BadInput
 from runtime.training.common import JobContext, common_args, load_model, lora_config, prepared_rows
 from runtime.training.config import PreferenceRun
 from runtime.training.progress import counting, make_callback
-from runtime.training.runner import Recipe, Setup
+from runtime.training.runner import SCRIPT_END, SCRIPT_MAIN, Recipe, Setup
 
 DPO_LOSSES = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
 
@@ -158,13 +158,7 @@ CONFIG = json.loads(r"""__CONFIG__""")
 LOSS = {"dpo": "sigmoid", "ipo": "ipo", "hinge": "hinge"}
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--output_dir", default="reproduced")
-    out = p.parse_args().output_dir
-    c = CONFIG
-    dtype = torch.bfloat16 if c["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(c["model"], dtype=dtype)
+''' + SCRIPT_MAIN + '''    model = AutoModelForCausalLM.from_pretrained(c["model"], dtype=dtype)
     tok = AutoTokenizer.from_pretrained(c["model"])
     peft = LoraConfig(r=c["lora_r"], lora_alpha=c["lora_alpha"], lora_dropout=c["lora_dropout"],
                       target_modules=c["lora_targets"], task_type="CAUSAL_LM")
@@ -193,11 +187,5 @@ def main():
         trainer = DPOTrainer(model=model, args=DPOConfig(**common, loss_type=[LOSS[method]]), train_dataset=train,
                              processing_class=tok, peft_config=peft)
     trainer.train()
-    trainer.save_model(out)
-    tok.save_pretrained(out)
-
-
-if __name__ == "__main__":
-    main()
-'''
+''' + SCRIPT_END
 PreferenceRecipe.reproduce_template = REPRODUCE_DPO

@@ -344,3 +344,21 @@ def _abs(path: str) -> str:
 def _builder(path: str) -> str:
     suffix = Path(path).suffix.lower()
     return {".csv": "csv", ".parquet": "parquet"}.get(suffix, "json")
+
+
+# The start of main() and the end of every reproduce.py (sft, dpo, distill): each script still runs alone with
+# plain TRL; only its source text is assembled from these shared pieces.
+SCRIPT_MAIN = '''def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--output_dir", default="reproduced")
+    out = p.parse_args().output_dir
+    c = CONFIG
+    dtype = torch.bfloat16 if c["bf16"] else torch.float32
+'''
+SCRIPT_END = '''    trainer.save_model(out)
+    tok.save_pretrained(out)
+
+
+if __name__ == "__main__":
+    main()
+'''

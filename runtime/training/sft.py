@@ -10,7 +10,7 @@ from runtime.training.common import (JobContext, adapters_compute_in_bf16, commo
                                      precision, prepared_rows)
 from runtime.training.config import SFTRun
 from runtime.training.progress import counting, make_callback
-from runtime.training.runner import Recipe, Setup
+from runtime.training.runner import SCRIPT_END, SCRIPT_MAIN, Recipe, Setup
 
 
 class SFTRecipe(Recipe):
@@ -66,13 +66,7 @@ def load(path):
     return ds
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--output_dir", default="reproduced")
-    out = p.parse_args().output_dir
-    c = CONFIG
-    dtype = torch.bfloat16 if c["bf16"] else torch.float32
-    kw = {"dtype": dtype}
+''' + SCRIPT_MAIN + '''    kw = {"dtype": dtype}
     if c["method"] == "qlora":
         kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                        bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
@@ -92,11 +86,5 @@ def main():
     trainer.train()
     if c["eval_path"]:
         print(trainer.evaluate())
-    trainer.save_model(out)
-    tok.save_pretrained(out)
-
-
-if __name__ == "__main__":
-    main()
-'''
+''' + SCRIPT_END
 SFTRecipe.reproduce_template = REPRODUCE_SFT
