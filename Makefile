@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: run test test-fast bench install vllm model clean
+.PHONY: run test test-fast bench install vllm model clean brain
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ test: model vllm
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not real" $(PYTEST_ARGS)
+
+# ftpilot trains its own router adapter with its own tools (about 20 min on a quiet 2-core machine) and installs
+# it, with its report and data card, in assistant/brains/router_model/ (committed; `make test` does not rebuild it).
+brain: model
+	$(BIN)/ftpilot brain build
 
 bench: model vllm
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

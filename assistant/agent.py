@@ -208,7 +208,8 @@ class Agent:
 
         nxt = self.project.next_step()
         return {"next_step": nxt.key, "next_tool": nxt.tool, "next_slash": nxt.slash,
-                "prefill": {name: self.project.prefill(t.input_model) for name, t in all_tools().items()}}
+                "prefill": {name: self.project.prefill(t.input_model) for name, t in all_tools().items()},
+                "project": self.project.model_dump(mode="json")}
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -1,10 +1,11 @@
 """Brains: what writes the assistant's turns. All speak one protocol: stream a turn from chat messages and
 OpenAI tool schemas, yielding prose deltas and, at the end, the buffered tool calls.
 
-- `openai`: any OpenAI-compatible URL (`transformers serve`, `vllm serve`, a hosted API), httpx + SSE.
+- `openai`: any OpenAI-compatible URL (`transformers serve`, `vllm serve`, a hosted API), via the `openai` package.
 - `vllm`: the openai brain against a `vllm serve` URL, or a `vllm serve` it starts itself on a GPU.
-- `embedded`: the bundled model in-process (the default with no GPU and no URL); tool calls are routed from
-  the message and the plan, and their arguments decoded under a JSON-schema grammar (xgrammar).
+- `embedded`: the bundled model with ftpilot's own router adapter (assistant/brains/router.py, built by
+  `ftpilot brain build`): tool and arguments decoded under a JSON-schema grammar, replies from facts. With
+  `brain=auto` and a vLLM runtime here it also starts the managed vLLM server and routes through it once up.
 
 Nothing heavy is imported here: the embedded brain imports torch/transformers only in `load()`.
 """
@@ -114,5 +115,14 @@ def make_brain(kind: str | None = None, settings=None) -> Brain:
     if kind == "embedded":
         from assistant.brains.embedded import EmbeddedBrain
 
-        return EmbeddedBrain(s.brain_model or "default")
+        return EmbeddedBrain(s.brain_model or "default", serve=s.brain == "auto" and _serving_available())
     raise BrainUnavailable(f"unknown brain {kind!r}: use auto, vllm, openai or embedded")
+
+
+def _serving_available() -> bool:
+    """A vLLM runtime for the managed server exists here (runtime/serving.py decides)."""
+    try:
+        from runtime import serving
+    except ImportError:
+        return False
+    return serving.available()

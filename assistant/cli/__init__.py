@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _start() -> None:
+    # OpenMP threads that spin while they wait lose their core on a shared, loaded machine: measured here at a
+    # 1-min load of 7-10 on 2 cores, a 16x70-token forward took 29-39 s spinning and 13-17 s passive, a 16x4
+    # decode step 8-16 s and 0.5-0.8 s. Set before torch loads (jobs started from here inherit it).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pydantic import ValidationError
 
     from runtime.errors import BadInput

@@ -115,6 +115,27 @@ class TransformersEngine(Engine):
                         out[i] = comp
         return out  # type: ignore[return-value]
 
+    def hold(self, adapter: str | None = None):
+        """The loaded model, locked, with `adapter` active (None: adapters off), for callers that run their own
+        forward passes on the one shared copy of the weights (the brain's router scores and decodes this way)."""
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def held():
+            with self._lock:
+                ctx = contextlib.nullcontext()
+                if adapter:
+                    name = self._adapter_name(adapter)  # may wrap self.lm in a PeftModel: look it up after
+                    self.lm.set_adapter(name)
+                elif self._adapters:
+                    ctx = self.lm.disable_adapter()
+                with ctx, torch.inference_mode():
+                    yield self.lm
+
+        return held()
+
     def _run_batch(self, reqs: list[ChatRequest], adapter: str, constrained: bool,
                    sampling: Sampling) -> list[Completion]:
         import contextlib

@@ -1,0 +1,566 @@
+"""The router: the bundled model with ftpilot's own LoRA adapter reads a plain request and names one tool (or a
+kind of reply) and its arguments. `ftpilot brain build` trains the adapter (assistant/brain_build).
+
+A row: system = one line of project state, user = the person's message, answer = the call envelope
+`{"name": N, "arguments": {...}}` holding only what the message states (the brain fills the rest from the
+project). Decoding runs on the transformers engine's loaded model (one copy of the weights in the app):
+  1. every label is scored, log p(name + '",' | prompt + '{"name": "'), in one batched pass over the prompt's
+     cache; a softmax over labels gives the best two and their margin (a small margin: the brain asks);
+  2. the arguments decode greedily under an xgrammar grammar built from the tool's schema: only the fields a
+     message can state, path fields limited to the paths the message or the project names, job ids to known
+     ids, so every call parses and validates. Output cut at the token cap is an error value, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Replies that are not tool calls: "what can you do", "what is in my project", conversation, and requests too
+# vague to map (the brain answers those with a question).
+REPLY_LABELS = ("help", "project", "chat", "unclear")
+# The arguments a message can state, per tool, in the order the router writes them.
+ROUTABLE: dict[str, tuple[str, ...]] = {
+    "audit_dataset": ("path", "eval_path"),
+    "clean_dataset": ("path", "out_path", "eval_path"),
+    "split_dataset": ("path", "eval_fraction", "eval_rows"),
+    "inspect_dataset": ("path", "examples"),
+    "create_sample_dataset": ("task", "train_rows"),
+    "generate_synthetic": ("seeds_path", "method", "n", "out_path"),
+    "recommend_strategy": ("train_path", "eval_path"),
+    "plan_training": ("train_path", "method", "max_steps", "batch_size"),
+    "train_sft": ("train_path", "eval_path", "method", "max_steps", "epochs", "learning_rate", "lora_r",
+                  "batch_size"),
+    "train_dpo": ("train_path", "eval_path", "method", "beta", "max_steps", "learning_rate"),
+    "distill": ("train_path", "mode", "max_steps"),
+    "evaluate": ("eval_path", "limit"),
+    "export_model": ("job_id",),
+    "list_runs": ("status", "limit"),
+    "run_status": ("job_id",),
+    "cancel_run": ("job_id",),
+    "resume_run": ("job_id",),
+    "probe_hardware": (),
+}
+ROUTER_DIR = Path(__file__).resolve().parent / "router_model"   # the shipped adapter, its card and report
+PREFIX = '{"name": "'
+ARGS_KEY = ' "arguments":'
+MAX_ARG_TOKENS = 64
+SCORE_CHUNK = 96          # candidate sequences per scoring pass (bounds the logits tensor)
+KEYWORD_MARGIN = 0.5      # below this label margin an unambiguous keyword match decides (see `combine`)
+EXPAND = 3                # labels are scored in full only for the most likely first name tokens
+
+
+def is_path_field(name: str) -> bool:
+    return name == "path" or name.endswith("_path")
+
+
+def is_job_field(name: str) -> bool:
+    return name == "job_id"
+
+
+def routable_fields(tool) -> tuple[str, ...]:
+    """The fields of a registered tool the router may fill: the table above, else its path and job fields."""
+    fields = tool.input_model.model_fields
+    if tool.name in ROUTABLE:
+        return tuple(f for f in ROUTABLE[tool.name] if f in fields)
+    return tuple(f for f in fields if is_path_field(f) or is_job_field(f))
+
+
+def labels(tools: dict) -> list[str]:
+    """Tool names, then the reply labels: the router's whole vocabulary of decisions."""
+    return sorted(tools) + list(REPLY_LABELS)
+
+
+def project_line(project) -> str:
+    """The router's system line: what the project holds, in few tokens. Paths and run ids stay out of it (the
+    router writes only values the message states; the project's own values reach it as allowed values)."""
+    parts = []
+    data = [role for role in ("train", "eval", "preferences") if project.latest_dataset(role)]
+    parts.append(("data: " + ", ".join(data)) if data else "no data yet")
+    if (run := project.latest_run()):
+        parts.append(f"latest run {run.get('tool')} {run.get('status')}")
+    parts.append(f"next step {project.next_step().tool}")
+    return "Project: " + "; ".join(parts)
+
+
+def project_values(project) -> tuple[list[str], list[str]]:
+    """Paths and run ids the project knows (allowed argument values besides those in the message)."""
+    paths = [d["path"] for d in project.datasets if d.get("path")]
+    return list(dict.fromkeys(paths)), [r["job_id"] for r in project.runs if r.get("job_id")]
+
+
+def canonical(tool, arguments: dict) -> dict:
+    """Arguments as a call means them: a value equal to the field's default says nothing ("a LoRA run" is the
+    default method), so it is dropped; targets and predictions are compared in this form."""
+    if tool is None:
+        return {}
+    fields = tool.input_model.model_fields
+    return {k: v for k, v in arguments.items() if k not in fields or fields[k].is_required()
+            or fields[k].default != v}
+
+
+def call_text(name: str, arguments: dict, surface: dict | None = None) -> str:
+    """The envelope as the router writes it; `surface` keeps numbers as the person wrote them ("2e-4")."""
+    parts = []
+    for k, v in arguments.items():
+        raw = (surface or {}).get(k)
+        parts.append(f'"{k}": {raw if raw is not None else json.dumps(v)}')
+    return f'{PREFIX}{name}",{ARGS_KEY} {{' + ", ".join(parts) + "}}"
+
+
+# --- inputs and results -----------------------------------------------------------------------------------
+
+@dataclass
+class RouteInput:
+    message: str
+    context: str = "Project: no data yet; next step audit_dataset"
+    paths: list[str] = field(default_factory=list)     # allowed path values (message + project)
+    job_ids: list[str] = field(default_factory=list)   # allowed run ids (message + project)
+
+    @classmethod
+    def for_message(cls, message: str, project=None) -> "RouteInput":
+        from assistant.workflow import Project, mentioned_job_ids, mentioned_paths
+
+        project = project or Project()
+        paths, jobs = project_values(project)
+        return cls(message, project_line(project), list(dict.fromkeys(mentioned_paths(message) + paths)),
+                   list(dict.fromkeys(mentioned_job_ids(message) + jobs)))
+
+
+@dataclass
+class RouteResult:
+    name: str
+    arguments: dict
+    p_best: float = 1.0
+    runner_up: str | None = None
+    p_runner_up: float = 0.0
+    seconds: float = 0.0
+    source: str = "adapter"      # adapter | base | regex
+    error: str | None = None     # e.g. arguments cut off at the token cap
+    text: str = ""
+
+    @property
+    def margin(self) -> float:
+        return self.p_best - self.p_runner_up
+
+
+# --- prompts ----------------------------------------------------------------------------------------------
+
+def adapter_messages(item: RouteInput) -> list[dict]:
+    return [{"role": "system", "content": item.context}, {"role": "user", "content": item.message}]
+
+
+def base_messages(item: RouteInput, tools: dict) -> list[dict]:
+    """The base model has no adapter: it gets the tool list (shared by every row, so it is computed once)."""
+    lines = [f"- {n}: {t.description}" for n, t in sorted(tools.items())]
+    lines += ["- help: the person asks what ftpilot can do", "- project: the person asks about the project state",
+              "- chat: conversation, thanks, general questions", "- unclear: the request is too vague to map"]
+    system = ("You route a request to one ftpilot tool. Answer with JSON {\"name\": tool, \"arguments\": {...}} "
+              "holding only the arguments the request states.\nTools:\n" + "\n".join(lines))
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": f"{item.context}\nRequest: {item.message}"}]
+
+
+# --- the router -------------------------------------------------------------------------------------------
+
+class Router:
+    """Routes messages with the bundled model: with the router adapter (`adapter`) or, as a baseline, the base
+    model prompted with the tool list (`adapter=None`)."""
+
+    def __init__(self, adapter: str | Path | None, model: str = "default", tools: dict | None = None,
+                 label_names: list[str] | None = None):
+        from tools.registry import all_tools
+
+        self.adapter = str(adapter) if adapter else None
+        self.model = model
+        self.tools = tools if tools is not None else all_tools()
+        self.labels = [n for n in (label_names or labels(self.tools)) if n in self.tools or n in REPLY_LABELS]
+        self._engine = None
+        self._compiler = None
+        self._grammars: dict[str, object] = {}
+        self._shared: _Batch | None = None    # the base prompt's tool list, computed once
+
+    @property
+    def source(self) -> str:
+        return "adapter" if self.adapter else "base"
+
+    def load(self) -> None:
+        if self._engine is not None:
+            return
+        import xgrammar as xgr
+
+        from runtime.engines import get_engine
+
+        self._engine = get_engine(f"transformers:{self.model}")
+        tok = self._engine.tokenizer
+        with self._engine.hold(self.adapter):   # loads the adapter once
+            pass
+        info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=self._engine.vocab_size)
+        self._compiler = xgr.GrammarCompiler(info)
+        self._label_ids = [tok(n + '",', add_special_tokens=False)["input_ids"] for n in self.labels]
+        self._args_ids = tok(ARGS_KEY, add_special_tokens=False)["input_ids"]
+
+    def messages(self, item: RouteInput) -> list[dict]:
+        return adapter_messages(item) if self.adapter else base_messages(item, self.tools)
+
+    def route(self, item: RouteInput) -> RouteResult:
+        return self.route_batch([item])[0]
+
+    def route_batch(self, items: list[RouteInput], batch_size: int = 16) -> list[RouteResult]:
+        self.load()
+        out: list[RouteResult] = []
+        for i in range(0, len(items), batch_size):
+            out += self._route_chunk(items[i:i + batch_size])
+        return out
+
+    # --- one batch -------------------------------------------------------------------------------------
+    def _route_chunk(self, items: list[RouteInput]) -> list[RouteResult]:
+        import torch
+
+        start = time.perf_counter()
+        eng = self._engine
+        tok = eng.tokenizer
+        prompts = [tok(eng.prompt_text(self.messages(it)) + PREFIX, add_special_tokens=False)["input_ids"]
+                   for it in items]
+        with eng.hold(self.adapter) as lm:
+            batch, shared = self._start_batch(lm, prompts)
+            first = torch.log_softmax(batch.append([p[shared:] for p in prompts]), -1)
+            probs = torch.softmax(self._score(batch, first), -1)
+            top = probs.topk(min(2, len(self.labels)), -1)
+            names = [self.labels[int(top.indices[b, 0])] for b in range(len(items))]
+            schemas = [self.args_schema(n, it) for n, it in zip(names, items)]
+            last = batch.append([self._label_ids[self.labels.index(n)] + self._args_ids for n in names])
+            texts, errors = self._decode(batch, last, [self._grammar(s) for s in schemas])
+        seconds = (time.perf_counter() - start) / len(items)
+        results = []
+        for b, (name, text, err) in enumerate(zip(names, texts, errors)):
+            args: dict = {}
+            if err is None:
+                try:
+                    args = json.loads(PREFIX + name + '",' + ARGS_KEY + text)["arguments"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    err = f"the arguments did not parse: {e}"
+            runner = int(top.indices[b, 1]) if top.indices.shape[1] > 1 else None
+            results.append(RouteResult(name, args, float(top.values[b, 0]),
+                                       self.labels[runner] if runner is not None else None,
+                                       float(top.values[b, 1]) if runner is not None else 0.0,
+                                       seconds, self.source, err, text))
+        return results
+
+    def _start_batch(self, lm, prompts: list[list[int]]) -> tuple["_Batch", int]:
+        """A batch holding the prompt start every row shares (the base prompt's tool list), computed once per
+        router and copied per batch; returns it and the shared length."""
+        tok = self._engine.tokenizer
+        if self.adapter or not prompts:
+            return _Batch(lm, tok.pad_token_id), 0
+        system = self.messages(RouteInput(""))[:1]
+        ids = tok(tok.apply_chat_template(system, tokenize=False), add_special_tokens=False)["input_ids"]
+        if not all(p[:len(ids)] == ids and len(p) > len(ids) for p in prompts):
+            return _Batch(lm, tok.pad_token_id), 0
+        if self._shared is None:
+            self._shared = _Batch(lm, tok.pad_token_id)
+            self._shared.append([ids])
+        batch = self._shared.select([0] * len(prompts))
+        batch.lm = lm   # the engine may have wrapped its model since (PEFT): use the one held now
+        return batch, len(ids)
+
+    def _score(self, batch: "_Batch", first):
+        """Log-probability of each label after the prompt, shape (rows, labels). A label is p(first token) times
+        p(rest | first); the rest is computed only for labels whose first token is among the row's EXPAND most
+        likely first tokens (a few sequences instead of every label); the others keep p(first token), an upper
+        bound already below those."""
+        import torch
+
+        rows = first.shape[0]
+        firsts = torch.tensor([ids[0] for ids in self._label_ids])
+        scores = first[:, firsts].clone()
+        todo = []
+        for b in range(rows):
+            top = []
+            for j in scores[b].argsort(descending=True).tolist():
+                if self._label_ids[j][0] not in top:
+                    top.append(self._label_ids[j][0])
+                if len(top) == EXPAND:
+                    break
+            todo += [(b, j) for j in range(len(self.labels)) if self._label_ids[j][0] in top]
+        for c in range(0, len(todo), SCORE_CHUNK):
+            part = todo[c:c + SCORE_CHUNK]
+            sub = batch.select([b for b, _ in part])
+            seqs = [self._label_ids[j] for _, j in part]
+            logp = torch.log_softmax(sub.append(seqs, every=True), -1)
+            for i, ((b, j), ids) in enumerate(zip(part, seqs)):
+                scores[b, j] += sum(logp[i, t - 1, ids[t]] for t in range(1, len(ids)))
+        return scores
+
+    def _decode(self, batch: "_Batch", logits, grammars: list) -> tuple[list[str], list[str | None]]:
+        """Greedy decoding under one grammar per row; a lone row also takes forced tokens without asking the
+        model (the grammar leaves one choice), then feeds them in one pass."""
+        import xgrammar as xgr
+
+        tok = self._engine.tokenizer
+        matchers = [xgr.GrammarMatcher(g) for g in grammars]
+        rows = len(matchers)
+        mask = xgr.allocate_token_bitmask(rows, self._engine.vocab_size)
+        out: list[list[int]] = [[] for _ in range(rows)]
+        done = [False] * rows
+        for _ in range(MAX_ARG_TOKENS):
+            logits = logits.float()[:, : self._engine.vocab_size].clone()
+            for i, m in enumerate(matchers):
+                if not done[i]:
+                    m.fill_next_token_bitmask(mask, i)
+            xgr.apply_token_bitmask_inplace(logits, mask)
+            picks = logits.argmax(-1).tolist()
+            segs: list[list[int]] = []
+            for i, m in enumerate(matchers):
+                seg = []
+                if not done[i]:
+                    seg = [picks[i]]
+                    m.accept_token(picks[i])
+                    while rows == 1 and not m.is_completed():
+                        m.fill_next_token_bitmask(mask, 0)
+                        forced = _only_token(mask[0])
+                        if forced is None:
+                            break
+                        m.accept_token(forced)
+                        seg.append(forced)
+                    out[i] += seg
+                    done[i] = m.is_completed()
+                segs.append(seg)
+            if all(done):
+                break
+            logits = batch.append(segs)
+        texts = [tok.decode(ids, skip_special_tokens=True) for ids in out]
+        errors = [None if d else f"cut off after {MAX_ARG_TOKENS} tokens" for d in done]
+        return texts, errors
+
+    # --- grammars ---------------------------------------------------------------------------------------
+    def args_schema(self, name: str, item: RouteInput) -> dict:
+        return args_schema(self.tools, name, item)
+
+    def _grammar(self, schema: dict):
+        import xgrammar as xgr
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            body = xgr.Grammar.from_json_schema(key, any_whitespace=False, separators=(", ", ": "))
+            g = xgr.Grammar.concat(xgr.Grammar.from_ebnf('root ::= " "'), body, xgr.Grammar.from_ebnf('root ::= "}"'))
+            self._grammars[key] = self._compiler.compile_grammar(g)
+        return self._grammars[key]
+
+
+def args_schema(tools: dict, name: str, item: RouteInput) -> dict:
+    """The arguments object the router may write for `name` on this message: the fields a message can state,
+    paths limited to the paths the message or project names, run ids to known ids."""
+    props: dict = {}
+    defs: dict = {}
+    if name in tools:
+        from tools.registry import strict_schema
+
+        params = strict_schema(tools[name].input_model)
+        defs = params.get("$defs", {})
+        for f in routable_fields(tools[name]):
+            if is_path_field(f):
+                if item.paths:
+                    props[f] = {"type": "string", "enum": item.paths}
+            elif is_job_field(f):
+                if item.job_ids:
+                    props[f] = {"type": "string", "enum": item.job_ids}
+            else:
+                props[f] = _non_null(params["properties"][f])
+    schema = {"type": "object", "properties": props, "required": [], "additionalProperties": False}
+    if defs and "$ref" in json.dumps(props):
+        schema["$defs"] = defs
+    return schema
+
+
+def _non_null(prop: dict) -> dict:
+    """A strict schema's optional field is anyOf [X, null]: the router writes X or leaves the field out."""
+    if "anyOf" in prop:
+        kept = [p for p in prop["anyOf"] if p.get("type") != "null"]
+        if len(kept) == 1:
+            return {k: v for k, v in kept[0].items() if k != "description"}
+    return {k: v for k, v in prop.items() if k != "description"}
+
+
+def _only_token(mask_row) -> int | None:
+    """The single token a grammar bitmask allows, or None when it allows several."""
+    import torch
+
+    words = torch.nonzero(mask_row).flatten()
+    if len(words) != 1:
+        return None
+    w = int(words[0])
+    bits = [b for b in range(32) if (int(mask_row[w]) >> b) & 1]
+    return w * 32 + bits[0] if len(bits) == 1 else None
+
+
+class _Batch:
+    """Rows that grow segment by segment over one KV cache. Segments are right-padded; padding stays masked and
+    positions count real tokens only, so rows of different lengths share every forward pass."""
+
+    def __init__(self, lm, pad_id: int):
+        self.lm, self.pad = lm, pad_id or 0
+        self.cache = None
+        self.mask = None      # (rows, seen) attention mask
+        self.pos = None       # (rows,) next position of each row
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    def append(self, segs: list[list[int]], every: bool = False):
+        """Feed one segment per row; returns the logits at each row's last new token (rows, vocab), or at
+        every new position (rows, length, vocab) with `every`."""
+        import torch
+
+        width = max(1, max(len(s) for s in segs))
+        ids = torch.tensor([s + [self.pad] * (width - len(s)) for s in segs])
+        new = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in segs])
+        if self.mask is None:
+            self.pos = torch.zeros(len(segs), dtype=torch.long)
+            self.mask = new[:, :0]
+        positions = self.pos[:, None] + (new.cumsum(-1) - 1).clamp(min=0)
+        self.mask = torch.cat([self.mask, new], -1)
+        # The decoder alone, then the vocabulary projection only where logits are needed (a prompt's last token),
+        # not at every position: for this model the projection is a fifth of the compute. LoRA layers sit inside
+        # the decoder (PEFT injects them in place), so an active or disabled adapter applies here as well.
+        causal = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        out = causal.model(input_ids=ids, attention_mask=self.mask, position_ids=positions,
+                           past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.pos = self.pos + new.sum(-1)
+        hidden = out.last_hidden_state
+        if not every:
+            hidden = hidden[torch.arange(len(segs)), (new.sum(-1) - 1).clamp(min=0)]
+        return causal.lm_head(hidden)
+
+    def select(self, rows: list[int]) -> "_Batch":
+        """A copy holding `rows`, in that order, repeats allowed (the original is untouched)."""
+        import copy
+
+        sub = _Batch(self.lm, self.pad)
+        sub.cache = copy.deepcopy(self.cache)
+        sub.cache.batch_select_indices(rows)
+        sub.mask, sub.pos = self.mask[rows], self.pos[rows]
+        return sub
+
+
+# --- the same router through a served model (the managed vLLM server) -------------------------------------------
+
+class ServedRouter:
+    """The router adapter served per request by an OpenAI-compatible server (the managed vLLM server). The
+    envelope decodes under `response_format` json_schema, which vLLM enforces (its named tool_choice does not
+    constrain arguments, docs/FACTS.md): one branch per label, each with that label's arguments. The margin is
+    read from the returned logprobs: at each token of the name, the chosen token against the best alternative
+    that still spells another label (normalised over those), the smallest such margin."""
+
+    source = "served"
+
+    def __init__(self, base_url: str, model: str, tools: dict, label_names: list[str], timeout: float = 60.0):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url, api_key="not-needed", timeout=timeout, max_retries=0)
+        self.model, self.tools = model, tools
+        self.labels = [n for n in label_names if n in tools or n in REPLY_LABELS]
+
+    def envelope_schema(self, item: RouteInput) -> dict:
+        return {"anyOf": [{"type": "object", "properties": {"name": {"const": n},
+                                                             "arguments": args_schema(self.tools, n, item)},
+                           "required": ["name", "arguments"], "additionalProperties": False} for n in self.labels]}
+
+    def route(self, item: RouteInput) -> RouteResult:
+        start = time.perf_counter()
+        r = self.client.chat.completions.create(
+            model=self.model, messages=adapter_messages(item), temperature=0, max_tokens=MAX_ARG_TOKENS + 16,
+            logprobs=True, top_logprobs=5,
+            response_format={"type": "json_schema", "json_schema": {"name": "call", "strict": True,
+                                                                    "schema": self.envelope_schema(item)}})
+        choice = r.choices[0]
+        text = choice.message.content or ""
+        seconds = time.perf_counter() - start
+        try:
+            body = json.loads(text)
+            name, args = body["name"], body.get("arguments") or {}
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            cut = "cut off" if choice.finish_reason == "length" else "did not parse"
+            return RouteResult("unclear", {}, 0.0, seconds=seconds, source=self.source, text=text,
+                               error=f"the call {cut}: {e}")
+        p, runner, p2 = self._margin(name, text, choice.logprobs.content if choice.logprobs else None)
+        return RouteResult(name, args, p, runner, p2, seconds, self.source, text=text)
+
+    def route_batch(self, items: list[RouteInput], batch_size: int = 16) -> list[RouteResult]:
+        """Concurrent requests: the server batches them."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=batch_size) as pool:
+            return list(pool.map(self.route, items))
+
+    def _margin(self, name: str, text: str, tokens) -> tuple[float, str | None, float]:
+        """(p of the chosen label, the runner-up label, its p) from per-token logprobs of the name."""
+        start = text.find(f'"{name}"', text.find('"name"')) + 1
+        if not tokens or start <= 0:
+            return 1.0, None, 0.0
+        p_path, runner, p_runner, pos = 1.0, None, 0.0, 0
+        for t in tokens:
+            if pos >= start + len(name):
+                break
+            end = pos + len(t.token)
+            if end > start:   # this token writes part of the name (maybe after the opening quote)
+                lead, head = text[pos:start] if pos < start else "", text[start:pos] if pos > start else ""
+                rivals: dict[str, float] = {}
+                for alt in t.top_logprobs or []:
+                    if alt.token == t.token or not alt.token.startswith(lead):
+                        continue
+                    spelled = head + alt.token[len(lead):]
+                    other = next((lab for lab in self.labels if lab != name and spelled and (
+                        (lab + '"').startswith(spelled) or spelled.startswith(lab + '"'))), None)
+                    if other:
+                        rivals[other] = max(rivals.get(other, 0.0), math.exp(alt.logprob))
+                p_tok = math.exp(t.logprob)
+                total = p_tok + sum(rivals.values())
+                if rivals:
+                    other, p_other = max(rivals.items(), key=lambda kv: kv[1])
+                    if p_path * p_other / total > p_runner:
+                        runner, p_runner = other, p_path * p_other / total
+                p_path *= p_tok / total
+            pos = end
+        return p_path, runner, p_runner
+
+
+# --- the keyword table, as a measured baseline and fallback ------------------------------------------------
+
+def regex_route(item: RouteInput, tools: dict) -> RouteResult:
+    """Today's keyword table (`routing.route`) and its pins, restricted to the fields the router may fill."""
+    from assistant.brains.routing import pins_from_text, route
+    from tools.registry import strict_schema
+
+    start = time.perf_counter()
+    r = route(item.message, set(tools), {"next_tool": _next_tool(item.context)})
+    if r is None:
+        return RouteResult("chat", {}, seconds=time.perf_counter() - start, source="regex")
+    name = r.candidates[0]
+    allowed = routable_fields(tools[name])
+    pins = pins_from_text(item.message, strict_schema(tools[name].input_model))
+    args = {k: pins[k] for k in allowed if k in pins}
+    return RouteResult(name, args, 1.0 / len(r.candidates), r.candidates[1] if len(r.candidates) > 1 else None,
+                       seconds=time.perf_counter() - start, source="regex")
+
+
+def combine(routed: RouteResult, keyword: RouteResult, tools: dict, below: float | None = None) -> RouteResult:
+    """The brain's decision: the router's, except when it is unsure (label margin below `below`, or arguments cut
+    off) and the keyword table names exactly one tool; then the table's call. The build report measures this
+    against each part alone ("adapter+keywords") and per threshold."""
+    below = KEYWORD_MARGIN if below is None else below
+    if (routed.error is None and routed.margin >= below) or keyword.name not in tools or keyword.runner_up:
+        return routed
+    return RouteResult(keyword.name, keyword.arguments, 1.0, None, 0.0, routed.seconds + keyword.seconds,
+                       f"{routed.source}+keywords", None, routed.text)
+
+
+def _next_tool(context: str) -> str | None:
+    m = re.search(r"next step (\w+)", context or "")
+    return m.group(1) if m else None

@@ -1,0 +1,61 @@
+"""`ftpilot brain build` (train and install the router adapter) and `ftpilot brain route MESSAGE` (what the
+router decides for one message). JSON on stdout; progress on stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+def register(sub) -> None:
+    p = sub.add_parser("brain", help="the brain's own router model: build it, or try it on a message")
+    bsub = p.add_subparsers(dest="brain_command", metavar="SUBCOMMAND")
+    b = bsub.add_parser("build", help="generate data, audit, clean, split, train_sft, evaluate, install the adapter")
+    from assistant.brain_build.pipeline import BuildConfig
+
+    for f in dataclasses.fields(BuildConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            b.add_argument(flag, dest=f.name, action="store_true", default=f.default)
+            b.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false")
+        else:
+            kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(f.type), str)
+            b.add_argument(flag, dest=f.name, type=kind, default=f.default)
+    b.set_defaults(handler=run_build)
+    r = bsub.add_parser("route", help="route one message with the router adapter (and the keyword table)")
+    r.add_argument("message")
+    r.add_argument("--adapter", default=None, help="adapter dir (default: the shipped one)")
+    r.set_defaults(handler=run_route)
+    p.set_defaults(handler=lambda _a: p.print_help() or 0)
+
+
+def run_build(args) -> int:
+    from assistant.brain_build.pipeline import BuildConfig, BuildError, build
+    from assistant.cli import emit
+
+    cfg = BuildConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BuildConfig)})
+    try:
+        report = build(cfg)
+    except BuildError as e:
+        emit({"error": {"code": "brain_build_failed", "message": str(e),
+                        "hint": "The step's tool error is above; fix it and rerun `ftpilot brain build`."}})
+        return 1
+    emit({"installed": cfg.install_dir, "seconds": report["seconds"], "load_avg_1m_mean":
+          report["machine"]["load_avg_1m_mean"], "adapter": report["adapter"],
+          "accuracy": {s: {r: {m: v[m]["value"] for m in ("tool_accuracy", "exact_call_accuracy")}
+                           for r, v in d["routers"].items()} for s, d in report["sets"].items()},
+          "latency": report["latency"]})
+    return 0
+
+
+def run_route(args) -> int:
+    from dataclasses import asdict
+
+    from assistant.brains.router import ROUTER_DIR, RouteInput, Router, regex_route
+    from assistant.cli import emit
+    from tools.registry import all_tools
+
+    item = RouteInput.for_message(args.message)
+    res = Router(args.adapter or ROUTER_DIR).route(item)
+    emit({"router": asdict(res) | {"margin": round(res.margin, 4)},
+          "regex": asdict(regex_route(item, all_tools()))})
+    return 0
