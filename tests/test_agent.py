@@ -331,7 +331,10 @@ def test_headless_ask_flow_with_embedded_brain(bundled_model_dir, workspace):
     assert fin["arguments"]["path"].endswith("samples/train.jsonl")
     assert fin["result"]["output"]["rows"] == 240
     summary = [e for e in audited["events"] if e["type"] == "AssistantMessage"][-1]["content"]
-    assert "findings" in summary and "Next suggested step" in summary
+    # the reply states the audit's own findings (check and count) and proposes the next step
+    findings = fin["result"]["output"]["findings"]
+    assert findings and all(f"{f['check']}: {f['count']}" in summary for f in findings[:8]), summary
+    assert "240 rows" in summary and "Next:" in summary, summary
 
 
 # --- the openai brain against a local SSE server that streams like vLLM (tool-call fragments by index) ------
