@@ -111,7 +111,7 @@ def make_brain(kind: str | None = None, settings=None) -> Brain:
     if kind == "vllm":
         from assistant.brains.vllm import VLLMBrain
 
-        return VLLMBrain(url=s.brain_url, model=s.brain_model, tool_parser=s.brain_tool_parser)
+        return VLLMBrain(url=s.brain_url, model=s.brain_model)  # the server reads brain_tool_parser
     if kind == "embedded":
         from assistant.brains.embedded import EmbeddedBrain
 

@@ -1,6 +1,6 @@
 """The vllm brain: the openai brain against a vLLM server, either at a URL (`brain_url`) or the managed one
 (`runtime/serving.py`, the same server `ftpilot serve` and the engines use), started for `brain_model` if it is
-not up yet. Tool calls parse with the server's hermes parser; with a capable model on a GPU that is the path, while
+not up yet. Tool calls parse with the parser the server starts with (`brain_tool_parser`, runtime/serving.py); with a capable model on a GPU that is the path, while
 the bundled 135M model routes through the embedded brain's router instead (see assistant/brains/embedded.py)."""
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from assistant.brains.openai import OpenAIBrain
 class VLLMBrain(OpenAIBrain):
     kind = "vllm"
 
-    def __init__(self, url: str | None = None, model: str | None = None, tool_parser: str = "hermes",
-                 start_timeout: float = 900.0):
-        self.tool_parser = tool_parser
+    def __init__(self, url: str | None = None, model: str | None = None, start_timeout: float = 900.0):
         self.start_timeout = start_timeout
         self.served_model = model
         self.log_path: str | None = None
