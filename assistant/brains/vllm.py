@@ -1,7 +1,8 @@
 """The vllm brain: the openai brain against a vLLM server, either at a URL (`brain_url`) or the managed one
 (`runtime/serving.py`, the same server `ftpilot serve` and the engines use), started for `brain_model` if it is
-not up yet. Tool calls parse with the parser the server starts with (`brain_tool_parser`, runtime/serving.py); with a capable model on a GPU that is the path, while
-the bundled 135M model routes through the embedded brain's router instead (see assistant/brains/embedded.py)."""
+not up yet. Tool calls parse with the parser the server starts with (`brain_tool_parser`); with a capable model on
+a GPU that is the path, while the bundled 135M model routes through the embedded brain's router instead (see
+assistant/brains/embedded.py)."""
 
 from __future__ import annotations
 
