@@ -394,3 +394,40 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
         assert not end.tool_calls and all(f"**{name}**" in end.content for name in all_tools()), message
     assert brain.router.asked == []
     assert not any(map(is_help_question, ["what can you do with data/x.jsonl?", "help me clean data/x.jsonl"]))
+
+
+@pytest.mark.parametrize("name,routed,message,want", [
+    # values the router left out, read from the message's own words
+    ("generate_synthetic", {"seeds_path": "s.jsonl"}, "Generate 50 more examples from s.jsonl",
+     {"seeds_path": "s.jsonl", "n": 50}),
+    ("evaluate", {"eval_path": "t.csv"}, "evaluate on the first 5 rows of t.csv", {"eval_path": "t.csv", "limit": 5}),
+    ("list_runs", {}, "show me only the 3 most recent jobs", {"limit": 3}),
+    ("split_dataset", {"path": "all.jsonl"}, "Set aside 20% of all.jsonl for testing.",
+     {"path": "all.jsonl", "eval_fraction": 0.2}),
+    ("train_sft", {"train_path": "c/t.jsonl"}, "QLoRA job on c/t.jsonl, 60 steps, learning rate 1e-4",
+     {"train_path": "c/t.jsonl", "method": "qlora", "max_steps": 60, "learning_rate": 1e-4}),
+    ("distill", {"train_path": "c/t.jsonl"}, "Do a sequence-level distillation using c/t.jsonl",
+     {"train_path": "c/t.jsonl", "mode": "sequence"}),
+    ("cancel_run", {}, "please terminate job 0d9f8e7a6b5c", {"job_id": "0d9f8e7a6b5c"}),
+    ("clean_dataset", {"path": "a.csv"}, "tidy a.csv, written to b.jsonl", {"path": "a.csv", "out_path": "b.jsonl"}),
+    ("plan_training", {}, "what batch size can this computer handle for c/t.jsonl?", {"train_path": "c/t.jsonl"}),
+    # a number the message does not contain was made up: dropped; what the message says replaces nothing written
+    ("plan_training", {"batch_size": 1}, "what batch size fits?", {}),
+    ("train_sft", {"max_steps": 30, "learning_rate": 2e-4}, "30 steps, lr 0.0002", {"max_steps": 30,
+                                                                                   "learning_rate": 2e-4}),
+    # two enum values named: not a stated value, the router's choice stands
+    ("train_dpo", {"train_path": "p.jsonl"}, "Try ORPO on p.jsonl instead of plain DPO", {"train_path": "p.jsonl"}),
+    ("create_sample_dataset", {}, "set me up with the ticket preference demo", {"task": "tickets_preferences"}),
+])
+def test_stated_values_fill_what_the_message_says_in_so_many_words(name, routed, message, want):
+    from assistant.brains.router import stated_values
+
+    got = stated_values(RouteResult(name, routed, 0.9), message, all_tools())
+    assert got.arguments == want and got.name == name
+
+
+def test_stated_values_leave_a_reply_label_and_a_failed_route_alone():
+    from assistant.brains.router import stated_values
+
+    for res in (RouteResult("chat", {}), RouteResult("audit_dataset", {}, error="cut off after 64 tokens")):
+        assert stated_values(res, "audit a.jsonl for 3 rows", all_tools()) is res

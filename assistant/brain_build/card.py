@@ -34,8 +34,10 @@ def report_markdown(r: dict) -> str:
              "", "## Accuracy (95% bootstrap intervals)", "", *accuracy_table(r), "",
              "Exact call: the right tool with exactly the expected arguments (defaults dropped, numbers compared "
              "by value). *base*: the bundled model without the adapter, prompted with the tool list, decoded the "
-             "same way; *regex*: the keyword table the brain used before; *adapter+keywords*: the two combined, as the "
-             "brain routes (below).", "",
+             "same way; *regex*: the keyword table the brain used before; *adapter+keywords*: the two combined "
+             "(below); *brain*: what the brain runs, adapter+keywords with the values the message states in so many words "
+             "filled in and numbers the message does not contain dropped (assistant/brains/router.py "
+             "`stated_values`).", "",
              "## Differences (paired bootstrap, same requests)", "",
              "| requests | comparison | right tool | exact call |", "|---|---|---|---|"]
     for set_name, s in r["sets"].items():
@@ -55,7 +57,7 @@ def report_markdown(r: dict) -> str:
             lines.append(f"| {SET_TITLES.get(set_name, set_name)} | {row['margin_below']} | {row['asked']} | "
                          f"{row['exact_call_accuracy_of_rest']} |")
     lines += ["", "## The keyword table as a fallback", "",
-              "*adapter+keywords* is what the brain runs: the adapter decides, except where its label margin is "
+              "*adapter+keywords*: the adapter decides, except where its label margin is "
               "below a threshold and the old keyword table names exactly one tool (assistant/brains/router.py "
               "`combine`). Per threshold (0: the adapter alone):", "",
               "| requests | keywords below margin | right tool | exact call |", "|---|---|---|---|"]

@@ -11,40 +11,24 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from assistant.brain_build.phrasings import GO_AHEAD, PHRASINGS
-from assistant.brains.router import REPLY_LABELS, RouteInput, call_text, canonical, routable_fields
+from assistant.brain_build.phrasings import CONVERSATIONAL, GO_AHEAD, PHRASINGS, PREFIXES, SUFFIXES
+from assistant.brains.router import (COUNT_FIELD, REPLY_LABELS, SURFACES, RouteInput, call_text, canonical,
+                                     routable_fields)
 
 # Which field a slot fills, per tool (a slot a tool lacks fills nothing: it is only words then).
 PRIMARY_PATH = {"audit_dataset": "path", "clean_dataset": "path", "split_dataset": "path",
                 "inspect_dataset": "path", "generate_synthetic": "seeds_path", "recommend_strategy": "train_path",
                 "plan_training": "train_path", "train_sft": "train_path", "train_dpo": "train_path",
                 "distill": "train_path", "evaluate": "eval_path"}
-COUNT_FIELD = {"generate_synthetic": "n", "inspect_dataset": "examples", "evaluate": "limit", "list_runs": "limit",
-               "split_dataset": "eval_rows", "create_sample_dataset": "train_rows"}
 SLOT_FIELD = {"eval": "eval_path", "out": "out_path", "steps": "max_steps", "lr": "learning_rate",
-              "epochs": "epochs", "rank": "lora_r", "bs": "batch_size", "frac": "eval_fraction", "beta": "beta",
+              "epochs": "epochs", "rank": "lora_r", "bs": "batch_size", "frac": "eval_fraction",
+              "pct": "eval_fraction", "beta": "beta",
               "job": "job_id", "method": "method", "mode": "mode", "status": "status", "task": "task"}
-# Enum values and the words people use for them.
-SURFACES = {
-    ("train_sft", "method"): {"lora": ["LoRA", "lora"], "qlora": ["QLoRA", "qlora", "4-bit qlora"],
-                              "full": ["full fine-tuning", "full finetune"]},
-    ("plan_training", "method"): {"lora": ["LoRA", "lora"], "qlora": ["QLoRA", "qlora"], "full": ["full fine-tuning"]},
-    ("train_dpo", "method"): {"dpo": ["DPO", "dpo"], "kto": ["KTO", "kto"], "orpo": ["ORPO", "orpo"]},
-    ("generate_synthetic", "method"): {"self_instruct": ["self-instruct", "Self-Instruct"],
-                                       "evol_instruct": ["evol-instruct", "Evol-Instruct"]},
-    ("distill", "mode"): {"logit": ["logit", "logit-level"], "gkd": ["GKD", "on-policy gkd"],
-                          "sequence": ["sequence-level", "sequence"]},
-    ("list_runs", "status"): {"running": ["running", "active"], "failed": ["failed", "crashed"],
-                              "succeeded": ["succeeded", "finished", "completed"],
-                              "cancelled": ["cancelled", "canceled", "stopped"], "queued": ["queued", "waiting"]},
-    ("create_sample_dataset", "task"): {"tickets": ["ticket", "support ticket", "tickets"],
-                                        "tickets_preferences": ["preference", "preference-pair", "ticket preference"]},
-}
 NUMBERS = {"steps": ["5", "10", "20", "25", "30", "40", "50", "60", "80", "100", "120", "150", "200", "300", "500"],
            "lr": ["1e-4", "2e-4", "5e-5", "3e-4", "1e-5", "0.0002", "0.0001", "5e-4", "2e-5"],
            "epochs": ["1", "2", "3", "0.5"], "rank": ["4", "8", "16", "32", "64"], "bs": ["2", "4", "8", "16", "32"],
            "frac": ["0.1", "0.2", "0.15", "0.05", "0.25"], "beta": ["0.1", "0.2", "0.05", "0.5"],
-           "n": ["3", "5", "8", "10", "20", "50", "100", "200"]}
+           "n": ["3", "5", "8", "10", "20", "50", "100", "200"], "pct": ["5", "10", "15", "20", "25", "30"]}
 DIRS = ["data", "datasets", "corpus", "inputs", "my_data", "work/2024", "./data", "~/projects/bot/data",
         "/home/sam/ds", "raw", "exports", "samples", "", "", "data/v2", "files"]
 STEMS = ["train", "tickets", "support_chats", "faq", "intents", "reviews", "qa_pairs", "dialogs", "emails",
@@ -54,6 +38,7 @@ EVAL_STEMS = ["eval", "test", "holdout", "val", "dev", "eval_set", "test_split",
 PREF_STEMS = ["prefs", "pairs", "preferences", "chosen_rejected", "dpo_data", "feedback", "ranked"]
 EXTS = ["jsonl"] * 6 + ["json", "csv", "parquet", "txt"]
 TYPO_RATE = 0.15
+WRAP_RATE = 0.35             # share of rows with a prefix or suffix around the request
 WEIGHT = {"go_ahead": 3}     # follow-ups need the project line to answer: more rows
 
 
@@ -84,7 +69,7 @@ class Row:
 def families(tools: dict) -> dict[str, dict[str, list[str]]]:
     """Every label's phrasing families: hand-written ones, and for a registered tool without any, families
     made from its name and description (so every tool in the live registry has rows)."""
-    out = {k: v for k, v in PHRASINGS.items() if k in tools or k in REPLY_LABELS}
+    out = {k: {**v, **CONVERSATIONAL.get(k, {})} for k, v in PHRASINGS.items() if k in tools or k in REPLY_LABELS}
     for name, t in tools.items():
         if name not in out:
             words = name.replace("_", " ")
@@ -160,6 +145,19 @@ def surface_style(text: str, rng: random.Random) -> str:
     return text
 
 
+def wrap(text: str, rng: random.Random, held: bool) -> str:
+    """Sometimes a prefix or a suffix that changes nothing about the request; training rows and held-out rows
+    draw from disjoint halves of each list."""
+    if rng.random() >= WRAP_RATE:
+        return text
+    pool = PREFIXES if rng.random() < 0.5 else SUFFIXES
+    half = len(pool) // 2
+    piece = rng.choice(pool[half:] if held else pool[:half])
+    if pool is SUFFIXES:
+        return text.rstrip(".!") + piece
+    return piece + (text[:1].lower() + text[1:] if not text[:2].isupper() else text)
+
+
 def _path(rng: random.Random, stems: list[str]) -> str:
     d = rng.choice(DIRS)
     name = f"{rng.choice(stems)}.{rng.choice(EXTS)}"
@@ -193,6 +191,9 @@ def fill(label: str, text: str, tools: dict, rng: random.Random) -> tuple[str, d
             val = text_value = _path(rng, [s + "_clean" for s in STEMS] + [s + "_synthetic" for s in STEMS])
         elif slot == "job":
             val = text_value = _job(rng)
+        elif slot == "pct":   # "20%" means 0.2
+            text_value = rng.choice(NUMBERS["pct"]) + "%"
+            val = int(text_value[:-1]) / 100
         elif (label, fieldname) in SURFACES:
             val = rng.choice(sorted(SURFACES[(label, fieldname)]))
             text_value = rng.choice(SURFACES[(label, fieldname)][val])
@@ -242,23 +243,24 @@ def make_rows(tools: dict, seed: int, per_family: int, held: set[str], per_held_
     for label in sorted(fams):
         for fam in sorted(fams[label]):
             key = f"{label}/{fam}"
-            n = (per_held_family if key in held else per_family) * WEIGHT.get(label, 1)
             templates = fams[label][fam]
+            # a kept family renders each of its templates at least once: held_out_families counts on them
+            n = (per_held_family if key in held else max(per_family, len(templates))) * WEIGHT.get(label, 1)
             for i in range(n):
-                row = _row(label, fam, templates[i % len(templates)], tools, rng, next_id)
+                row = _row(label, fam, templates[i % len(templates)], tools, rng, next_id, key in held)
                 next_id += 1
                 (heldout if key in held else train).append(row)
     return train, heldout
 
 
-def _row(label: str, fam: str, template: str, tools: dict, rng: random.Random, rid: int) -> Row:
+def _row(label: str, fam: str, template: str, tools: dict, rng: random.Random, rid: int, held: bool) -> Row:
     project = random_project(rng, label)
     text = expand(template, rng)
     slipped = rng.random() < TYPO_RATE
     if slipped:
         text = typo(text, rng)
     message, args, surface = fill(label if label != "go_ahead" else "", text, tools, rng)
-    message = surface_style(message, rng)
+    message = wrap(surface_style(message, rng), rng, held)
     name = project.next_step().tool if label == "go_ahead" else label
     item = RouteInput.for_message(message, project)
     return Row(rid, label, f"{label}/{fam}", fam.rstrip("0123456789"), message, item.context, item.paths,

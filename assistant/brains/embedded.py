@@ -25,7 +25,7 @@ from typing import Iterator
 from assistant.brains import BrainUnavailable, TextDelta, ToolCall, TurnEnd, TurnRequest
 from assistant.brains import replies
 from assistant.brains.router import (ROUTER_DIR, RouteInput, RouteResult, Router, canonical, combine,
-                                     regex_route)
+                                     regex_route, stated_values)
 from assistant.workflow import FEW_SHOT_K
 
 PROSE_SYSTEM = ("You are ftpilot, a helpful assistant for fine-tuning small language models. Answer in one or two "
@@ -188,7 +188,7 @@ class EmbeddedBrain:
                 return
         item = RouteInput.for_message(text, project)
         keyword = regex_route(item, tools)
-        res = combine(self._route([item])[0], keyword, tools) if self.router else keyword
+        res = stated_values(combine(self._route([item])[0], keyword, tools), text, tools) if self.router else keyword
         via = " (keyword table: the router was unsure)" if res.source.endswith("+keywords") else ""
         note = (f"router: {res.name} p={res.p_best:.2f}{via}" + (f", runner-up {res.runner_up} p={res.p_runner_up:.2f}"
                                                                  if res.runner_up else "")
@@ -245,7 +245,8 @@ class EmbeddedBrain:
         clauses = [c.strip(" ,.") for c in CLAUSES.split(text) if c and c.strip(" ,.")]
         if self.router is None or len(clauses) < 2 or len(clauses) > MAX_PLAN_STEPS:
             return None
-        results = self._route([RouteInput.for_message(c, project) for c in clauses])
+        results = [stated_values(r, c, tools)
+                   for r, c in zip(self._route([RouteInput.for_message(c, project) for c in clauses]), clauses)]
         names = [r.name for r in results]
         if any(r.error or r.name not in tools or r.margin < CLARIFY_MARGIN for r in results) or \
                 any(a == b for a, b in zip(names, names[1:])):

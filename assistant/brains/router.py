@@ -45,6 +45,25 @@ ROUTABLE: dict[str, tuple[str, ...]] = {
     "resume_run": ("job_id",),
     "probe_hardware": (),
 }
+# The field a count ("50 more", "the first 5 rows") fills, per tool.
+COUNT_FIELD = {"generate_synthetic": "n", "inspect_dataset": "examples", "evaluate": "limit", "list_runs": "limit",
+               "split_dataset": "eval_rows", "create_sample_dataset": "train_rows"}
+# Enum values and the words people use for them.
+SURFACES = {
+    ("train_sft", "method"): {"lora": ["LoRA", "lora"], "qlora": ["QLoRA", "qlora", "4-bit qlora"],
+                              "full": ["full fine-tuning", "full finetune", "full fine-tune"]},
+    ("plan_training", "method"): {"lora": ["LoRA", "lora"], "qlora": ["QLoRA", "qlora"], "full": ["full fine-tuning"]},
+    ("train_dpo", "method"): {"dpo": ["DPO", "dpo"], "kto": ["KTO", "kto"], "orpo": ["ORPO", "orpo"]},
+    ("generate_synthetic", "method"): {"self_instruct": ["self-instruct", "Self-Instruct"],
+                                       "evol_instruct": ["evol-instruct", "Evol-Instruct"]},
+    ("distill", "mode"): {"logit": ["logit", "logit-level"], "gkd": ["GKD", "on-policy gkd"],
+                          "sequence": ["sequence-level", "sequence"]},
+    ("list_runs", "status"): {"running": ["running", "active"], "failed": ["failed", "crashed"],
+                              "succeeded": ["succeeded", "finished", "completed"],
+                              "cancelled": ["cancelled", "canceled", "stopped"], "queued": ["queued", "waiting"]},
+    ("create_sample_dataset", "task"): {"tickets": ["ticket", "support ticket", "tickets"],
+                                        "tickets_preferences": ["preference", "preference-pair", "ticket preference"]},
+}
 ROUTER_DIR = Path(__file__).resolve().parent / "router_model"   # the shipped adapter, its card and report
 PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
@@ -564,3 +583,93 @@ def combine(routed: RouteResult, keyword: RouteResult, tools: dict, below: float
 def _next_tool(context: str) -> str | None:
     m = re.search(r"next step (\w+)", context or "")
     return m.group(1) if m else None
+
+
+# --- values the message states in so many words -------------------------------------------------------------
+
+_COUNT = re.compile(r"\b(\d{1,6})\s+(?:[a-z-]+\s+){0,2}?(?:examples?|rows?|records?|samples?|items?|entries|lines|"
+                    r"runs?|jobs?|pairs?|conversations?|questions?|more)\b")
+_PERCENT = re.compile(r"(?<![\w.])(\d{1,2}(?:\.\d+)?)\s*(?:%|percent\b)")
+_BEFORE_OUT = re.compile(r"\b(?:into|to|as|in|at)\s+$")
+
+
+def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
+    """The routed call with the fields it left out filled from values the message states in so many words: a
+    count with its noun ("50 more", "the first 5 rows"), a percentage for the eval share, a number with its name
+    ("60 steps", "lr 1e-4"), the one run id or the one enum word the message names, an output path after
+    "to/into/as", the one path it names when the router wrote none. The model reads intent well and copies
+    literals less well; a literal read exactly is never a guess. What the router wrote is kept, except a number
+    the message does not contain."""
+    tool = tools.get(res.name)
+    if tool is None or res.error:
+        return res
+    fields = routable_fields(tool)
+    low = message.lower()
+    found: dict = {}
+    if (count := COUNT_FIELD.get(res.name)) in fields and (m := _COUNT.search(low)):
+        found[count] = int(m.group(1))
+    if "eval_fraction" in fields and (m := _PERCENT.search(low)):
+        found["eval_fraction"] = float(m.group(1)) / 100
+    found.update({k: v for k, v in _named_numbers(low, tool, fields).items() if k not in found})
+    for f in fields:
+        if (res.name, f) in SURFACES and (v := _one_enum_value(low, SURFACES[(res.name, f)])) is not None:
+            found[f] = v
+    from assistant.workflow import mentioned_job_ids, mentioned_paths
+
+    if "job_id" in fields and len(jobs := mentioned_job_ids(message)) == 1:
+        found["job_id"] = jobs[0]
+    if "out_path" in fields and "out_path" not in res.arguments:
+        taken = set(res.arguments.values())
+        for p in mentioned_paths(message):
+            if p not in taken and _BEFORE_OUT.search(message[: message.find(p)]):
+                found["out_path"] = p
+                break
+    paths = [f for f in fields if is_path_field(f) and f != "out_path"]
+    free = [p for p in mentioned_paths(message) if p not in set(res.arguments.values()) | set(found.values())]
+    if paths and not any(f in res.arguments for f in paths) and len(free) == 1:
+        found[paths[0]] = free[0]   # the one path the message names, for the tool's main path field
+    said = _numbers_in(low)
+    kept = {k: v for k, v in res.arguments.items()   # a number the message does not contain was made up
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or float(v) in said}
+    args = {**{k: v for k, v in found.items() if k not in kept}, **kept}
+    ordered = canonical(tool, {k: args[k] for k in fields if k in args})
+    if ordered == res.arguments:
+        return res
+    from dataclasses import replace
+
+    return replace(res, arguments=ordered)
+
+
+def _numbers_in(low: str) -> set[float]:
+    """Every number the text writes, as a value; a percentage also as its fraction."""
+    out = set()
+    for m in re.finditer(r"(?<![\w.])(\d+(?:\.\d+)?(?:e-?\d+)?)(\s*%)?", low):
+        out.add(float(m.group(1)))
+        if m.group(2):
+            out.add(float(m.group(1)) / 100)
+    return out
+
+
+def _named_numbers(low: str, tool, fields: tuple[str, ...]) -> dict:
+    """"60 steps", "lr 1e-4", "rank 32", "beta 0.3": numbers with their field's name (the keyword table's reader)."""
+    from assistant.brains.routing import pins_from_text
+    from tools.registry import strict_schema
+
+    schema = strict_schema(tool.input_model)
+    numeric = {k: v for k, v in schema.get("properties", {}).items() if k in fields and not is_path_field(k)
+               and not is_job_field(k) and (tool.name, k) not in SURFACES}
+    pins = pins_from_text(low, {"properties": numeric})
+    return {k: v for k, v in pins.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _one_enum_value(low: str, surfaces: dict[str, list[str]]) -> str | None:
+    """The enum value the text names, when it names exactly one (longest words first, so "ticket preference" is
+    not also "ticket")."""
+    spans: list[tuple[int, int]] = []
+    named = set()
+    for word, value in sorted(((w.lower(), v) for v, ws in surfaces.items() for w in ws), key=lambda x: -len(x[0])):
+        for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w])", low):
+            if not any(a < m.end() and m.start() < b for a, b in spans):
+                spans.append((m.start(), m.end()))
+                named.add(value)
+    return named.pop() if len(named) == 1 else None
