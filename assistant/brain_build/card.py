@@ -35,9 +35,9 @@ def report_markdown(r: dict) -> str:
              "Exact call: the right tool with exactly the expected arguments (defaults dropped, numbers compared "
              "by value). *base*: the bundled model without the adapter, prompted with the tool list, decoded the "
              "same way; *regex*: the keyword table the brain used before; *adapter+keywords*: the two combined "
-             "(below); *brain*: what the brain runs, adapter+keywords with the values the message states in so many words "
-             "filled in and numbers the message does not contain dropped (assistant/brains/router.py "
-             "`stated_values`).", "",
+             "(below); *brain*: what the brain runs, adapter+keywords with the values the message states in so "
+             "many words filled in and numbers the message does not contain dropped "
+             "(assistant/brains/router.py `stated_values`).", "",
              "## Differences (paired bootstrap, same requests)", "",
              "| requests | comparison | right tool | exact call |", "|---|---|---|---|"]
     for set_name, s in r["sets"].items():
