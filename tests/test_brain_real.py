@@ -36,7 +36,7 @@ def test_tiny_brain_build_end_to_end(tiny_model_dir, workspace):
     assert prep["split"]["train_rows"] + prep["split"]["eval_rows"] == prep["clean"]["output_rows"]
     assert report["train"]["global_step"] == 2
     held = report["sets"]["heldout_families"]
-    assert set(held["routers"]) == {"regex", "adapter", "base", "adapter+keywords"}
+    assert set(held["routers"]) == {"regex", "adapter", "base", "adapter+keywords", "brain"}
     assert [r["keywords_below"] for r in held["keywords"]][0] == 0.0
     assert held["routers"]["adapter"]["n"] == report["data"]["heldout_rows"]
     assert report["sets"]["outside"]["routers"]["adapter"]["n"] == 6
@@ -56,7 +56,7 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
     """The committed adapter is the one its report measured: same bytes, same decisions on recorded requests,
     and the report's accuracies follow from its recorded predictions."""
     from assistant.brain_build.evaluation import Case, correct
-    from assistant.brains.router import ROUTER_DIR, RouteResult, Router, combine
+    from assistant.brains.router import ROUTER_DIR, RouteResult, Router, combine, stated_values
     from runtime.paths import sha256_file
     from tools.registry import all_tools
 
@@ -85,8 +85,13 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
         summary = report["sets"][set_name]["routers"]["adapter+keywords"]
         assert summary["exact_call_accuracy"]["value"] == pytest.approx(sum(b for _, b in flags) / len(flags),
                                                                         abs=1e-4)
-        # the brain (adapter, keyword table where it is unsure) beats the keyword table alone, paired interval > 0
-        assert report["sets"][set_name]["deltas"]["adapter+keywords-regex"]["exact_call_accuracy"]["ci95"][0] > 0
+        brain = [stated_values(r, c.item.message, tools) for r, c in zip(brain, cases)]
+        flags = [correct(c, r, tools) for c, r in zip(cases, brain)]
+        summary = report["sets"][set_name]["routers"]["brain"]
+        assert summary["exact_call_accuracy"]["value"] == pytest.approx(sum(b for _, b in flags) / len(flags),
+                                                                        abs=1e-4)
+        # the brain as it runs beats the keyword table alone, paired interval above zero
+        assert report["sets"][set_name]["deltas"]["brain-regex"]["exact_call_accuracy"]["ci95"][0] > 0
 
 
 def _ask(workspace, *args):
