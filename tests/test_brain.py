@@ -50,9 +50,12 @@ def test_data_covers_the_live_registry_and_holds_out_whole_families():
         assert any(r.label == label for r in train), label
     for r in train + heldout:
         body = json.loads(r.target)
-        assert body["arguments"] == r.arguments and body["name"] == r.meta["name"]
-        if r.label == "go_ahead":
-            assert f"next step {body['name']}" in r.context and r.arguments == {}
+        assert body["arguments"] == r.arguments
+        if r.label == "go_ahead":   # the router names next_step; the brain calls the project's next tool
+            assert body["name"] == "next_step" and r.arguments == {}
+            assert f"next step {r.meta['name']}" in r.context
+            continue
+        assert body["name"] == r.meta["name"]
         tool = tools.get(body["name"])
         if tool is None:
             assert body["arguments"] == {}
@@ -95,7 +98,7 @@ def test_router_segments_tokenize_like_the_training_rows(bundled_model_dir):
         prompt = tok.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
         whole = tok(prompt + msgs[2]["content"], add_special_tokens=False)["input_ids"]
         pieces = (tok(prompt + PREFIX, add_special_tokens=False)["input_ids"]
-                  + tok(r.meta["name"] + '",', add_special_tokens=False)["input_ids"]
+                  + tok(json.loads(msgs[2]["content"])["name"] + '",', add_special_tokens=False)["input_ids"]
                   + tok(ARGS_KEY, add_special_tokens=False)["input_ids"])
         assert whole[:len(pieces)] == pieces, msgs[2]["content"]
 
@@ -338,7 +341,7 @@ def test_served_envelope_schema_has_one_branch_per_label():
     tools = all_tools()
     router = ServedRouter("http://127.0.0.1:9/v1", "m", tools, labels(tools))
     schema = router.envelope_schema(RouteInput.for_message("train on data/a.jsonl for 30 steps"))
-    assert len(schema["anyOf"]) == len(tools) + 4
+    assert len(schema["anyOf"]) == len(tools) + 5   # the tools, 4 kinds of reply, next_step
     jsonschema.validate({"name": "train_sft", "arguments": {"train_path": "data/a.jsonl", "max_steps": 30}}, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "train_sft", "arguments": {"train_path": "data/made_up.jsonl"}}, schema)
@@ -431,3 +434,18 @@ def test_stated_values_leave_a_reply_label_and_a_failed_route_alone():
 
     for res in (RouteResult("chat", {}), RouteResult("audit_dataset", {}, error="cut off after 64 tokens")):
         assert stated_values(res, "audit a.jsonl for 3 rows", all_tools()) is res
+
+
+def test_next_step_resolves_to_the_projects_next_tool_and_merges_with_it():
+    import torch
+
+    from assistant.brains.router import NEXT_STEP, Router, resolve_label
+
+    item = RouteInput("go ahead", "Project: data: train; next step recommend_strategy")
+    assert resolve_label(NEXT_STEP, item) == "recommend_strategy"
+    assert resolve_label(NEXT_STEP, RouteInput("go ahead", "Project: no data yet")) == "unclear"
+    assert resolve_label("audit_dataset", item) == "audit_dataset"
+    router = Router(None, tools=all_tools(), label_names=["audit_dataset", "recommend_strategy", "chat", NEXT_STEP])
+    ranked = router._ranked(torch.tensor([0.35, 0.05, 0.2, 0.4]), item)   # next_step and its tool add up
+    assert ranked[0][0] == "recommend_strategy" and ranked[0][1] == pytest.approx(0.45)
+    assert ranked[1] == ("audit_dataset", pytest.approx(0.35))

@@ -11,9 +11,10 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from assistant.brain_build.phrasings import CONVERSATIONAL, GO_AHEAD, PHRASINGS, PREFIXES, SUFFIXES
-from assistant.brains.router import (COUNT_FIELD, REPLY_LABELS, SURFACES, RouteInput, call_text, canonical,
-                                     routable_fields)
+from assistant.brain_build.phrasings import (CONVERSATIONAL, FRAMES, GO_AHEAD, MIXED, PHRASINGS, PREFIXES, SUFFIXES,
+                                             VERBS)
+from assistant.brains.router import (COUNT_FIELD, NEXT_STEP, REPLY_LABELS, SURFACES, RouteInput, call_text,
+                                     canonical, routable_fields)
 
 # Which field a slot fills, per tool (a slot a tool lacks fills nothing: it is only words then).
 PRIMARY_PATH = {"audit_dataset": "path", "clean_dataset": "path", "split_dataset": "path",
@@ -76,8 +77,20 @@ def families(tools: dict) -> dict[str, dict[str, list[str]]]:
             desc = t.description.rstrip(".").lower()
             out[name] = {"generic": [f"run {words}", f"use the {name} tool", f"{words} please"],
                          "described": [desc, f"I want to {desc[0].lower() + desc[1:]}", f"can you {words}?"]}
+    for label, verbs in VERBS.items():
+        if label in out:
+            out[label]["composed"] = composed(label, verbs)
+    for label, templates in MIXED.items():
+        if label in out:
+            out[label]["mixed"] = templates
     out["go_ahead"] = GO_AHEAD
     return out
+
+
+def composed(label: str, verbs: list[str], frames_per_verb: int = 2) -> list[str]:
+    """Templates from the label's verb phrases in shared frames, a seeded draw (the same every build)."""
+    rng = random.Random(label)
+    return [f.replace("<v>", v) for v in verbs for f in rng.sample(FRAMES, frames_per_verb)]
 
 
 def held_out_families(fams: dict[str, dict[str, list[str]]], seed: int, share: float = 0.25) -> set[str]:
@@ -261,8 +274,8 @@ def _row(label: str, fam: str, template: str, tools: dict, rng: random.Random, r
         text = typo(text, rng)
     message, args, surface = fill(label if label != "go_ahead" else "", text, tools, rng)
     message = wrap(surface_style(message, rng), rng, held)
-    name = project.next_step().tool if label == "go_ahead" else label
+    name = project.next_step().tool if label == "go_ahead" else label   # what the brain then calls
     item = RouteInput.for_message(message, project)
     return Row(rid, label, f"{label}/{fam}", fam.rstrip("0123456789"), message, item.context, item.paths,
-               item.job_ids, args, call_text(name, args, surface), slipped,
+               item.job_ids, args, call_text(NEXT_STEP if label == "go_ahead" else name, args, surface), slipped,
                {"name": name, "project": project.model_dump(mode="json")})

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from assistant.brain_build import evaluation as ev
-from assistant.brains.router import ROUTER_DIR, RouteInput, Router, combine, regex_route, stated_values
+from assistant.brains.router import NEXT_STEP, ROUTER_DIR, RouteInput, Router, combine, regex_route, stated_values
 
 HERE = Path(__file__).resolve().parent
 OUTSIDE = HERE / "outside.jsonl"
@@ -113,7 +113,8 @@ class Build:
         by_prompt = {(r.context, r.message): r for r in train}
         return {"routing": str(routing), "heldout": str(held_path), "rows": len(train), "heldout_rows": len(heldout),
                 "families": sum(len(v) for v in fams.values()), "held_families": sorted(held),
-                "labels": sorted(fams), "cases": cases, "by_prompt": by_prompt}
+                "labels": sorted(NEXT_STEP if k == "go_ahead" else k for k in fams), "cases": cases,
+                "by_prompt": by_prompt}
 
     def prepare(self, data: dict) -> dict:
         audit = self.call("audit_dataset", {"path": data["routing"], "eval_path": data["heldout"]})
@@ -166,7 +167,7 @@ class Build:
     def evaluate(self, data: dict, installed: dict, run: dict) -> dict:
         cfg = self.cfg
         sets = {"heldout_families": data["cases"], "outside": ev.outside_cases(OUTSIDE)[:cfg.outside_limit]}
-        labels = [n for n in data["labels"] if n != "go_ahead"]
+        labels = data["labels"]
         routers = {"regex": None, "adapter": Router(installed["dir"], cfg.model, self.tools, labels)}
         if cfg.base_eval:
             routers["base"] = Router(None, cfg.model, self.tools, labels)

@@ -23,6 +23,9 @@ from pathlib import Path
 # Replies that are not tool calls: "what can you do", "what is in my project", conversation, and requests too
 # vague to map (the brain answers those with a question).
 REPLY_LABELS = ("help", "project", "chat", "unclear")
+# "go ahead", "yes", "next": the project's suggested next step. The router names this label and resolves it from the
+# project line itself (a 135M model copies a tool name out of its context unreliably; a label it learns well).
+NEXT_STEP = "next_step"
 # The arguments a message can state, per tool, in the order the router writes them.
 ROUTABLE: dict[str, tuple[str, ...]] = {
     "audit_dataset": ("path", "eval_path"),
@@ -91,7 +94,11 @@ def routable_fields(tool) -> tuple[str, ...]:
 
 def labels(tools: dict) -> list[str]:
     """Tool names, then the reply labels: the router's whole vocabulary of decisions."""
-    return sorted(tools) + list(REPLY_LABELS)
+    return sorted(tools) + list(REPLY_LABELS) + [NEXT_STEP]
+
+
+def is_label(name: str, tools: dict) -> bool:
+    return name in tools or name in REPLY_LABELS or name == NEXT_STEP
 
 
 def project_line(project) -> str:
@@ -177,7 +184,8 @@ def base_messages(item: RouteInput, tools: dict) -> list[dict]:
     """The base model has no adapter: it gets the tool list (shared by every row, so it is computed once)."""
     lines = [f"- {n}: {t.description}" for n, t in sorted(tools.items())]
     lines += ["- help: the person asks what ftpilot can do", "- project: the person asks about the project state",
-              "- chat: conversation, thanks, general questions", "- unclear: the request is too vague to map"]
+              "- chat: conversation, thanks, general questions", "- unclear: the request is too vague to map",
+              f"- {NEXT_STEP}: the person agrees to the project's next step (go ahead, yes, continue)"]
     system = ("You route a request to one ftpilot tool. Answer with JSON {\"name\": tool, \"arguments\": {...}} "
               "holding only the arguments the request states.\nTools:\n" + "\n".join(lines))
     return [{"role": "system", "content": system},
@@ -197,7 +205,7 @@ class Router:
         self.adapter = str(adapter) if adapter else None
         self.model = model
         self.tools = tools if tools is not None else all_tools()
-        self.labels = [n for n in (label_names or labels(self.tools)) if n in self.tools or n in REPLY_LABELS]
+        self.labels = [n for n in (label_names or labels(self.tools)) if is_label(n, self.tools)]
         self._engine = None
         self._compiler = None
         self._grammars: dict[str, object] = {}
@@ -249,26 +257,32 @@ class Router:
             batch, shared = self._start_batch(lm, prompts)
             first = torch.log_softmax(batch.append([p[shared:] for p in prompts]), -1)
             probs = torch.softmax(self._score(batch, first), -1)
-            top = probs.topk(min(2, len(self.labels)), -1)
-            names = [self.labels[int(top.indices[b, 0])] for b in range(len(items))]
-            schemas = [self.args_schema(n, it) for n, it in zip(names, items)]
-            last = batch.append([self._label_ids[self.labels.index(n)] + self._args_ids for n in names])
+            ranked = [self._ranked(probs[b], it) for b, it in enumerate(items)]
+            said = [self.labels[int(probs[b].argmax())] for b in range(len(items))]   # the label as written
+            schemas = [self.args_schema(r[0][0], it) for r, it in zip(ranked, items)]
+            last = batch.append([self._label_ids[self.labels.index(n)] + self._args_ids for n in said])
             texts, errors = self._decode(batch, last, [self._grammar(s) for s in schemas])
         seconds = (time.perf_counter() - start) / len(items)
         results = []
-        for b, (name, text, err) in enumerate(zip(names, texts, errors)):
+        for b, (ranks, text, err) in enumerate(zip(ranked, texts, errors)):
             args: dict = {}
             if err is None:
                 try:
-                    args = json.loads(PREFIX + name + '",' + ARGS_KEY + text)["arguments"]
+                    args = json.loads(PREFIX + said[b] + '",' + ARGS_KEY + text)["arguments"]
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     err = f"the arguments did not parse: {e}"
-            runner = int(top.indices[b, 1]) if top.indices.shape[1] > 1 else None
-            results.append(RouteResult(name, args, float(top.values[b, 0]),
-                                       self.labels[runner] if runner is not None else None,
-                                       float(top.values[b, 1]) if runner is not None else 0.0,
-                                       seconds, self.source, err, text))
+            (name, p), (runner, p2) = ranks[0], ranks[1] if len(ranks) > 1 else (None, 0.0)
+            results.append(RouteResult(name, args, p, runner, p2, seconds, self.source, err, text))
         return results
+
+    def _ranked(self, probs, item: RouteInput) -> list[tuple[str, float]]:
+        """Decisions by probability, `next_step` resolved to the project's next tool (its probability added to that
+        tool's when the model also named it)."""
+        total: dict[str, float] = {}
+        for j, p in enumerate(probs.tolist()):
+            name = resolve_label(self.labels[j], item)
+            total[name] = total.get(name, 0.0) + p
+        return sorted(total.items(), key=lambda kv: -kv[1])[:2]
 
     def _start_batch(self, lm, prompts: list[list[int]]) -> tuple["_Batch", int]:
         """A batch holding the prompt start every row shares (the base prompt's tool list), computed once per
@@ -484,7 +498,7 @@ class ServedRouter:
 
         self.client = OpenAI(base_url=base_url, api_key="not-needed", timeout=timeout, max_retries=0)
         self.model, self.tools = model, tools
-        self.labels = [n for n in label_names if n in tools or n in REPLY_LABELS]
+        self.labels = [n for n in label_names if is_label(n, tools)]
 
     def envelope_schema(self, item: RouteInput) -> dict:
         return {"anyOf": [{"type": "object", "properties": {"name": {"const": n},
@@ -509,7 +523,8 @@ class ServedRouter:
             return RouteResult("unclear", {}, 0.0, seconds=seconds, source=self.source, text=text,
                                error=f"the call {cut}: {e}")
         p, runner, p2 = self._margin(name, text, choice.logprobs.content if choice.logprobs else None)
-        return RouteResult(name, args, p, runner, p2, seconds, self.source, text=text)
+        return RouteResult(resolve_label(name, item), args, p, runner and resolve_label(runner, item), p2, seconds,
+                           self.source, text=text)
 
     def route_batch(self, items: list[RouteInput], batch_size: int = 16) -> list[RouteResult]:
         """Concurrent requests: the server batches them."""
@@ -578,6 +593,11 @@ def combine(routed: RouteResult, keyword: RouteResult, tools: dict, below: float
         return routed
     return RouteResult(keyword.name, keyword.arguments, 1.0, None, 0.0, routed.seconds + keyword.seconds,
                        f"{routed.source}+keywords", None, routed.text)
+
+
+def resolve_label(name: str, item: RouteInput) -> str:
+    """A decision as the brain acts on it: `next_step` becomes the project's next tool (unclear without one)."""
+    return name if name != NEXT_STEP else (_next_tool(item.context) or "unclear")
 
 
 def _next_tool(context: str) -> str | None:
