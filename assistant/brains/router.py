@@ -610,14 +610,20 @@ def _next_tool(context: str) -> str | None:
 _COUNT = re.compile(r"\b(\d{1,6})\s+(?:[a-z-]+\s+){0,2}?(?:examples?|rows?|records?|samples?|items?|entries|lines|"
                     r"runs?|jobs?|pairs?|conversations?|questions?|more)\b")
 _PERCENT = re.compile(r"(?<![\w.])(\d{1,2}(?:\.\d+)?)\s*(?:%|percent\b)")
-_BEFORE_OUT = re.compile(r"\b(?:into|to|as|in|at)\s+$")
+_BEFORE_EVAL = re.compile(r"(?:\bleak(?:s|ing|ed)? into|\boverlap(?:s|ping)?(?: with)?|\bagainst|\bvalidat\w* on|"
+                          r"\b(?:eval|evaluation|validation|test|dev|holdout)(?: set| file| data| split)?"
+                          r"(?: is| =|:| in| from)?)\s+$")
+_AFTER_EVAL = re.compile(r"^\s*(?:as|for|to) (?:the |my |an? )?(?:eval|validation|test|dev|holdout)|"
+                         r"^\s*(?:to|for) (?:keep an eye on|track|watch|measure) (?:the )?eval")
+_BEFORE_OUT = re.compile(r"\b(?:into|to|as|write|save|output|put (?:it|them) in)\s+$")
 
 
 def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     """The routed call with the fields it left out filled from values the message states in so many words: a
     count with its noun ("50 more", "the first 5 rows"), a percentage for the eval share, a number with its name
     ("60 steps", "lr 1e-4"), the one run id or the one enum word the message names, an output path after
-    "to/into/as", the one path it names when the router wrote none. The model reads intent well and copies
+    "to/into/as", an eval set after "leak into"/"against" or before "for eval", the one path it names when the
+    router wrote none; a path the router put in the wrong role by those words moves to its role. The model reads intent well and copies
     literals less well; a literal read exactly is never a guess. What the router wrote is kept, except a number
     the message does not contain."""
     tool = tools.get(res.name)
@@ -638,18 +644,9 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
 
     if "job_id" in fields and len(jobs := mentioned_job_ids(message)) == 1:
         found["job_id"] = jobs[0]
-    if "out_path" in fields and "out_path" not in res.arguments:
-        taken = set(res.arguments.values())
-        for p in mentioned_paths(message):
-            if p not in taken and _BEFORE_OUT.search(message[: message.find(p)]):
-                found["out_path"] = p
-                break
-    paths = [f for f in fields if is_path_field(f) and f != "out_path"]
-    free = [p for p in mentioned_paths(message) if p not in set(res.arguments.values()) | set(found.values())]
-    if paths and not any(f in res.arguments for f in paths) and len(free) == 1:
-        found[paths[0]] = free[0]   # the one path the message names, for the tool's main path field
+    arguments = _place_paths(dict(res.arguments), found, fields, mentioned_paths(message), message)
     said = _numbers_in(low)
-    kept = {k: v for k, v in res.arguments.items()   # a number the message does not contain was made up
+    kept = {k: v for k, v in arguments.items()   # a number the message does not contain was made up
             if not isinstance(v, (int, float)) or isinstance(v, bool) or float(v) in said}
     args = {**{k: v for k, v in found.items() if k not in kept}, **kept}
     ordered = canonical(tool, {k: args[k] for k in fields if k in args})
@@ -658,6 +655,41 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     from dataclasses import replace
 
     return replace(res, arguments=ordered)
+
+
+def path_role(message: str, path: str) -> str:
+    """What the words around a path make it: "eval" (leak into X, against X, X for eval), "out" (into X, write
+    X, save as X) or "main"."""
+    i = message.find(path)
+    before, after = message[:i].lower(), message[i + len(path):].lower()
+    if _BEFORE_EVAL.search(before) or _AFTER_EVAL.search(after):
+        return "eval"
+    return "out" if _BEFORE_OUT.search(before) and i > 0 else "main"
+
+
+def _place_paths(args: dict, found: dict, fields: tuple[str, ...], paths: list[str], message: str) -> dict:
+    """The router's path arguments, with the message's paths placed by their role where the router left a field
+    empty or put a path in a field its words contradict."""
+    by_role = {"main": next((f for f in fields if is_path_field(f) and f not in ("out_path", "eval_path")),
+                            "eval_path" if "eval_path" in fields else None),
+               "eval": "eval_path" if "eval_path" in fields else None,
+               "out": "out_path" if "out_path" in fields else None}
+    placed: dict[str, str] = {}
+    for p in paths:
+        role = path_role(message, p)
+        field = by_role.get(role) or (by_role["main"] if role == "out" and "out_path" not in fields else None)
+        if field and field not in placed:
+            placed[field] = p
+    wrong = [f for f, v in args.items() if is_path_field(f) and v in placed.values() and placed.get(f) != v]
+    if wrong and len(placed) > 1:   # the router's paths contradict the words: the words' placement replaces them
+        args = {k: v for k, v in args.items() if not is_path_field(k)}
+    main = by_role["main"]
+    if main in args and main in placed and args[main] not in paths:   # a path the person names beats a remembered one
+        del args[main]
+    for f, p in placed.items():
+        if f not in args and p not in args.values():
+            found[f] = p
+    return args
 
 
 def _numbers_in(low: str) -> set[float]:
