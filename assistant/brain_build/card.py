@@ -110,13 +110,17 @@ def data_card(r: dict) -> str:
              "The embedded brain loads it on the transformers engine's model and decodes under a JSON-schema "
              "grammar (assistant/brains/router.py). Input: a system line with the project state "
              "(`Project: data: train, eval; latest run train_sft succeeded; next step evaluate`) and the person's message. Output labels: the "
-             f"{len(r['data']['labels']) - 1} tools and replies below; arguments only as stated in the message.", "",
+             f"{len(r['data']['labels'])} tools, replies and `next_step` below; arguments only as stated in the "
+             "message.", "",
              "Labels: " + ", ".join(f"`{x}`" for x in r["data"]["labels"] if x != "go_ahead")
-             + " (follow-ups such as \"go ahead\" name the next step's tool).", "",
+             + " (follow-ups such as \"go ahead\" are `next_step`, which the router resolves to the next step's tool "
+             "from the project line).", "",
              "## Data", "",
              f"{r['data']['rows']} rows generated from the live tool registry with seed {c['seed']}: phrasing families "
-             "per label (imperative, question, indirect, terse, path first, follow-ups, typos in about 15% of rows), "
-             "argument values (paths, eval paths, steps, learning rates, methods, run ids) and random project states. "
+             "per label (imperative, question, indirect, terse, path first, follow-ups, requests with a reason or "
+             "context, synonyms, the tool's verb phrases in frames every tool shares, requests that name other steps "
+             "in passing), prefixes and suffixes (held-out rows get their own), typos (about 15% of rows), argument values (paths, eval paths, steps, learning rates, methods, run ids) and random "
+             "project states. "
              "No person's data. Whole families are held out for evaluation; clean_dataset dropped training rows that "
              "overlap them. 80 requests written by hand in another style (assistant/brain_build/outside.jsonl) are "
              "never trained on.", "",

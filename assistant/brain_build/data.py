@@ -38,7 +38,7 @@ STEMS = ["train", "tickets", "support_chats", "faq", "intents", "reviews", "qa_p
 EVAL_STEMS = ["eval", "test", "holdout", "val", "dev", "eval_set", "test_split", "validation"]
 PREF_STEMS = ["prefs", "pairs", "preferences", "chosen_rejected", "dpo_data", "feedback", "ranked"]
 EXTS = ["jsonl"] * 6 + ["json", "csv", "parquet", "txt"]
-TYPO_RATE = 0.15
+TYPO_RATE = 0.15             # rows with a slip (0.3 in training rows measured no better: held-out 0.82, outside 0.83)
 WRAP_RATE = 0.35             # share of rows with a prefix or suffix around the request
 WEIGHT = {"go_ahead": 3}     # follow-ups need the project line to answer: more rows
 

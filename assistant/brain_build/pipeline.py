@@ -39,7 +39,8 @@ class BuildConfig:
     model: str = "default"
     lora_r: int = 8
     lora_alpha: int = 16
-    lora_layers: int | None = 15  # LoRA on the top N decoder layers only: backward stops below them (~1.6x faster)
+    lora_layers: int | None = None  # LoRA on the top N decoder layers only (backward stops below them, ~1.4x
+                                    # faster); every layer: held-out tool 0.82 vs 0.76 with the top 15
     learning_rate: float = 2e-3
     epochs: float = 2.0           # 3 epochs of 435 rows: held-out tool 0.60; more phrasings beat more passes
     max_steps: int | None = None
