@@ -208,8 +208,10 @@ class Build:
         out = self.call("evaluate", {"eval_path": heldout, "metrics": ["perplexity"],
                                      "limit": self.cfg.perplexity_rows,
                                      "out_dir": str(self.work / "evaluation"),
-                                     "candidates": [{"model": self.cfg.model, "name": "base"},
-                                                    {"model": self.cfg.model, "adapter": adapter, "name": "router"}]})
+                                     # in-process: a one-shot build does not leave a managed vLLM server behind
+                                     "candidates": [{"engine": f"transformers:{self.cfg.model}", "name": "base"},
+                                                    {"engine": f"transformers:{self.cfg.model}", "adapter": adapter,
+                                                     "name": "router"}]})
         return {"results": {r["name"]: r["metrics"] for r in out["results"]},
                 "comparisons": out["comparisons"], "report_path": out["report_path"]}
 
