@@ -37,8 +37,8 @@ class BuildConfig:
     per_family: int = 8           # training rows per kept phrasing family (~950 rows: ~20 min on a quiet 2-core box)
     per_held_family: int = 4      # evaluation rows per held-out family
     model: str = "default"
-    lora_r: int = 8
-    lora_alpha: int = 16
+    lora_r: int = 16              # r 16 over r 8: held-out right tool 0.857 vs 0.821, same build time
+    lora_alpha: int = 32
     lora_layers: int | None = None  # LoRA on the top N decoder layers only (backward stops below them, ~1.4x
                                     # faster); every layer: held-out tool 0.82 vs 0.76 with the top 15
     learning_rate: float = 2e-3
