@@ -462,3 +462,22 @@ def test_next_step_resolves_to_the_projects_next_tool_and_merges_with_it():
     ranked = router._ranked(torch.tensor([0.35, 0.05, 0.2, 0.4]), item)   # next_step and its tool add up
     assert ranked[0][0] == "recommend_strategy" and ranked[0][1] == pytest.approx(0.45)
     assert ranked[1] == ("audit_dataset", pytest.approx(0.35))
+
+
+def test_served_next_step_and_the_next_tool_are_one_decision_not_a_question():
+    """Through vLLM too: "next_step" with the project's next tool as runner-up is one call of that tool, with both
+    probabilities, never "do you mean train_sft or train_sft?"."""
+    import math
+    from types import SimpleNamespace as N
+
+    from assistant.brains.router import ServedRouter
+
+    router = ServedRouter.__new__(ServedRouter)
+    router.tools, router.model, router.labels = all_tools(), "m", ["train_sft", "chat", "next_step"]
+    text = '{"name": "next_step", "arguments": {}}'
+    choice = N(message=N(content=text), finish_reason="stop", logprobs=N(content=[]))
+    router.client = N(chat=N(completions=N(create=lambda **_: N(choices=[choice]))))
+    router._margin = lambda name, text, tokens: (0.55, "train_sft", 0.4)
+    res = router.route(RouteInput("go ahead", "Project: data: train; next step train_sft"))
+    assert (res.name, res.runner_up) == ("train_sft", None) and res.p_best == pytest.approx(0.95)
+    assert math.isclose(res.margin, 0.95)

@@ -56,7 +56,7 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
     """The committed adapter is the one its report measured: same bytes, same decisions on recorded requests,
     and the report's accuracies follow from its recorded predictions."""
     from assistant.brain_build.evaluation import Case, correct
-    from assistant.brains.router import ROUTER_DIR, RouteResult, Router, combine, stated_values
+    from assistant.brains.router import ROUTER_DIR, RouteResult, Router, combine, decide
     from runtime.paths import sha256_file
     from tools.registry import all_tools
 
@@ -78,14 +78,14 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
         want = [p for p in preds[:: max(1, len(cases) // 10)]]
         assert [(r.name, r.arguments) for r in again] == \
             [(p["predicted"]["name"], p["predicted"]["arguments"]) for p in want]
-        brain = [combine(r, RouteResult(p["keywords"]["name"], p["keywords"]["arguments"],
-                                        runner_up=p["keywords"]["runner_up"]), tools)
-                 for r, p in zip(recorded, preds)]
-        flags = [correct(c, r, tools) for c, r in zip(cases, brain)]
+        keywords = [RouteResult(p["keywords"]["name"], p["keywords"]["arguments"],
+                                runner_up=p["keywords"]["runner_up"]) for p in preds]
+        both = [combine(r, k, tools) for r, k in zip(recorded, keywords)]
+        flags = [correct(c, r, tools) for c, r in zip(cases, both)]
         summary = report["sets"][set_name]["routers"]["adapter+keywords"]
         assert summary["exact_call_accuracy"]["value"] == pytest.approx(sum(b for _, b in flags) / len(flags),
                                                                         abs=1e-4)
-        brain = [stated_values(r, c.item.message, tools) for r, c in zip(brain, cases)]
+        brain = [decide(r, k, c.item.message, tools) for r, k, c in zip(recorded, keywords, cases)]
         flags = [correct(c, r, tools) for c, r in zip(cases, brain)]
         summary = report["sets"][set_name]["routers"]["brain"]
         assert summary["exact_call_accuracy"]["value"] == pytest.approx(sum(b for _, b in flags) / len(flags),

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from assistant.brain_build import evaluation as ev
-from assistant.brains.router import NEXT_STEP, ROUTER_DIR, RouteInput, Router, combine, regex_route, stated_values
+from assistant.brains.router import NEXT_STEP, ROUTER_DIR, RouteInput, Router, combine, decide, regex_route
 
 HERE = Path(__file__).resolve().parent
 OUTSIDE = HERE / "outside.jsonl"
@@ -271,12 +271,11 @@ class Build:
 
 def score_set(cases: list, preds: dict, tools: dict) -> tuple[dict, list]:
     """One request set's section of the report: each router's accuracy, the brain's combination of adapter and
-    keyword table (`router.combine`), the brain as it runs (that combination, then `router.stated_values`),
+    keyword table (`router.combine`), the brain as it runs (`router.decide`: that combination, then the stated values),
     paired differences, margin tables, styles, mistakes, and the predictions."""
     a, x = preds["adapter"], preds["regex"]
-    both = [combine(r, k, tools) for r, k in zip(a, x)]
-    preds = {**preds, "adapter+keywords": both,
-             "brain": [stated_values(r, c.item.message, tools) for r, c in zip(both, cases)]}
+    preds = {**preds, "adapter+keywords": [combine(r, k, tools) for r, k in zip(a, x)],
+             "brain": [decide(r, k, c.item.message, tools) for r, k, c in zip(a, x, cases)]}
     summary = {name: ev.score(cases, res, tools) for name, res in preds.items()}
     deltas = {f"adapter-{r}": ev.paired(summary[r], summary["adapter"]) for r in summary
               if r not in ("adapter", "adapter+keywords", "brain")}

@@ -24,8 +24,8 @@ from typing import Iterator
 
 from assistant.brains import BrainUnavailable, TextDelta, ToolCall, TurnEnd, TurnRequest
 from assistant.brains import replies
-from assistant.brains.router import (ROUTER_DIR, RouteInput, RouteResult, Router, canonical, combine,
-                                     regex_route, stated_values)
+from assistant.brains.router import (ROUTER_DIR, RouteInput, RouteResult, Router, canonical, decide, regex_route,
+                                     stated_values)
 from assistant.workflow import FEW_SHOT_K
 
 PROSE_SYSTEM = ("You are ftpilot, a helpful assistant for fine-tuning small language models. Answer in one or two "
@@ -188,7 +188,7 @@ class EmbeddedBrain:
                 return
         item = RouteInput.for_message(text, project)
         keyword = regex_route(item, tools)
-        res = stated_values(combine(self._route([item])[0], keyword, tools), text, tools) if self.router else keyword
+        res = decide(self._route([item])[0], keyword, text, tools) if self.router else keyword
         via = " (keyword table: the router was unsure)" if res.source.endswith("+keywords") else ""
         note = (f"router: {res.name} p={res.p_best:.2f}{via}" + (f", runner-up {res.runner_up} p={res.p_runner_up:.2f}"
                                                                  if res.runner_up else "")

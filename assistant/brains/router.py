@@ -17,8 +17,10 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from assistant.brains.routing import NUMBER
 
 # Replies that are not tool calls: "what can you do", "what is in my project", conversation, and requests too
 # vague to map (the brain answers those with a question).
@@ -523,8 +525,10 @@ class ServedRouter:
             return RouteResult("unclear", {}, 0.0, seconds=seconds, source=self.source, text=text,
                                error=f"the call {cut}: {e}")
         p, runner, p2 = self._margin(name, text, choice.logprobs.content if choice.logprobs else None)
-        return RouteResult(resolve_label(name, item), args, p, runner and resolve_label(runner, item), p2, seconds,
-                           self.source, text=text)
+        name, runner = resolve_label(name, item), runner and resolve_label(runner, item)
+        if runner == name:   # next_step and the next step's own name: one decision, as Router._ranked adds them
+            p, runner, p2 = p + p2, None, 0.0
+        return RouteResult(name, args, p, runner, p2, seconds, self.source, text=text)
 
     def route_batch(self, items: list[RouteInput], batch_size: int = 16) -> list[RouteResult]:
         """Concurrent requests: the server batches them."""
@@ -595,6 +599,12 @@ def combine(routed: RouteResult, keyword: RouteResult, tools: dict, below: float
                        f"{routed.source}+keywords", None, routed.text)
 
 
+def decide(routed: RouteResult, keyword: RouteResult, message: str, tools: dict) -> RouteResult:
+    """The brain's decision on a plain request, and what the build report's *brain* column measures: the router's
+    call, the keyword table's where the router is unsure (`combine`), then the values the message states."""
+    return stated_values(combine(routed, keyword, tools), message, tools)
+
+
 def resolve_label(name: str, item: RouteInput) -> str:
     """A decision as the brain acts on it: `next_step` becomes the project's next tool (unclear without one)."""
     return name if name != NEXT_STEP else (_next_tool(item.context) or "unclear")
@@ -623,9 +633,9 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     count with its noun ("50 more", "the first 5 rows"), a percentage for the eval share, a number with its name
     ("60 steps", "lr 1e-4"), the one run id or the one enum word the message names, an output path after
     "to/into/as", an eval set after "leak into"/"against" or before "for eval", the one path it names when the
-    router wrote none; a path the router put in the wrong role by those words moves to its role. The model reads intent well and copies
-    literals less well; a literal read exactly is never a guess. What the router wrote is kept, except a number
-    the message does not contain."""
+    router wrote none; a path the router put in the wrong role by those words moves to its role. The model reads
+    intent well and copies literals less well; a literal read exactly is never a guess. What the router wrote is
+    kept, except a number the message does not contain."""
     tool = tools.get(res.name)
     if tool is None or res.error:
         return res
@@ -644,17 +654,14 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
 
     if "job_id" in fields and len(jobs := mentioned_job_ids(message)) == 1:
         found["job_id"] = jobs[0]
-    arguments = _place_paths(dict(res.arguments), found, fields, mentioned_paths(message), message)
+    arguments, placed = _place_paths(res.arguments, fields, mentioned_paths(message), message)
+    found.update(placed)
     said = _numbers_in(low)
     kept = {k: v for k, v in arguments.items()   # a number the message does not contain was made up
             if not isinstance(v, (int, float)) or isinstance(v, bool) or float(v) in said}
     args = {**{k: v for k, v in found.items() if k not in kept}, **kept}
     ordered = canonical(tool, {k: args[k] for k in fields if k in args})
-    if ordered == res.arguments:
-        return res
-    from dataclasses import replace
-
-    return replace(res, arguments=ordered)
+    return res if ordered == res.arguments else replace(res, arguments=ordered)
 
 
 def path_role(message: str, path: str) -> str:
@@ -667,9 +674,9 @@ def path_role(message: str, path: str) -> str:
     return "out" if _BEFORE_OUT.search(before) and i > 0 else "main"
 
 
-def _place_paths(args: dict, found: dict, fields: tuple[str, ...], paths: list[str], message: str) -> dict:
-    """The router's path arguments, with the message's paths placed by their role where the router left a field
-    empty or put a path in a field its words contradict."""
+def _place_paths(args: dict, fields: tuple[str, ...], paths: list[str], message: str) -> tuple[dict, dict]:
+    """(the router's arguments less the paths its words contradict, the paths to place by their role in the fields
+    left empty)."""
     by_role = {"main": next((f for f in fields if is_path_field(f) and f not in ("out_path", "eval_path")),
                             "eval_path" if "eval_path" in fields else None),
                "eval": "eval_path" if "eval_path" in fields else None,
@@ -677,25 +684,22 @@ def _place_paths(args: dict, found: dict, fields: tuple[str, ...], paths: list[s
     placed: dict[str, str] = {}
     for p in paths:
         role = path_role(message, p)
-        field = by_role.get(role) or (by_role["main"] if role == "out" and "out_path" not in fields else None)
-        if field and field not in placed:
-            placed[field] = p
+        target = by_role.get(role) or (by_role["main"] if role == "out" and "out_path" not in fields else None)
+        if target and target not in placed:
+            placed[target] = p
     wrong = [f for f, v in args.items() if is_path_field(f) and v in placed.values() and placed.get(f) != v]
     if wrong and len(placed) > 1:   # the router's paths contradict the words: the words' placement replaces them
         args = {k: v for k, v in args.items() if not is_path_field(k)}
     main = by_role["main"]
     if main in args and main in placed and args[main] not in paths:   # a path the person names beats a remembered one
-        del args[main]
-    for f, p in placed.items():
-        if f not in args and p not in args.values():
-            found[f] = p
-    return args
+        args = {k: v for k, v in args.items() if k != main}
+    return args, {f: p for f, p in placed.items() if f not in args and p not in args.values()}
 
 
 def _numbers_in(low: str) -> set[float]:
     """Every number the text writes, as a value; a percentage also as its fraction."""
     out = set()
-    for m in re.finditer(r"(?<![\w.])(\d+(?:\.\d+)?(?:e-?\d+)?)(\s*%)?", low):
+    for m in re.finditer(rf"(?<![\w.]){NUMBER}(\s*%)?", low):
         out.add(float(m.group(1)))
         if m.group(2):
             out.add(float(m.group(1)) / 100)

@@ -85,7 +85,7 @@ def route(text: str, available: set[str], context: dict | None = None) -> Route 
 
 # --- pins: argument values the message or the project already fixes -------------------------------------
 
-_NUM = r"(\d+(?:\.\d+)?(?:e-?\d+)?)"
+NUMBER = r"(\d+(?:\.\d+)?(?:e-?\d+)?)"
 _SKIP_WORDS = {"max", "num", "min", "per", "the", "of", "n"}
 
 
@@ -150,8 +150,8 @@ def pins_from_text(text: str, schema: dict, prefill: dict | None = None) -> dict
     return pins
 
 
-_MENTION_AFTER = re.compile(rf"{_NUM}\s*([a-z][a-z_]*)")
-_MENTION_BEFORE = re.compile(rf"\b([a-z][a-z_]*)\s*(?:=|:|of|to)?\s*{_NUM}")
+_MENTION_AFTER = re.compile(rf"{NUMBER}\s*([a-z][a-z_]*)")
+_MENTION_BEFORE = re.compile(rf"\b([a-z][a-z_]*)\s*(?:=|:|of|to)?\s*{NUMBER}")
 
 
 def _numbers(low: str, props: dict, taken: dict) -> dict:
