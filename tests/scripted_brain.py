@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass, field
 
 from assistant.brains import TextDelta, ToolCall, TurnEnd
 
 
+@dataclass
+class HeldReply:
+    """Prose that streams `before` words, then waits until the test sets `release` (so a test can act while the
+    reply is surely still streaming, whatever the machine's speed), then streams the rest."""
+
+    text: str
+    before: int = 3
+    release: threading.Event = field(default_factory=threading.Event)
+
+
 class ScriptedBrain:
-    """Each script item is a str (prose, streamed word by word), a (tool_name, args) tuple, a list of those
+    """Each script item is a str (prose, streamed word by word), a HeldReply, a (tool_name, args) tuple, a list of those
     tuples (parallel calls), or a callable(request) returning one of these. `delay` sleeps between streamed
     words (a slow model), so a test can act while a turn runs."""
 
@@ -34,8 +46,13 @@ class ScriptedBrain:
         item = self.script.pop(0) if self.script else "(script finished)"
         if callable(item):
             item = item(req)
+        held = item if isinstance(item, HeldReply) else None
+        if held is not None:
+            item = held.text
         if isinstance(item, str):
             for i, word in enumerate(item.split(" ")):
+                if held is not None and i == held.before:
+                    held.release.wait(60)
                 if self.delay:
                     time.sleep(self.delay)
                 yield TextDelta(word if i == 0 else " " + word)

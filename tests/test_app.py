@@ -20,7 +20,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from assistant.app import messages as am
-from tests.scripted_brain import ScriptedBrain
+from tests.scripted_brain import HeldReply, ScriptedBrain
 from tools.registry import ToolInput, extra_tools, tool
 
 SIZE = (140, 45)
@@ -237,7 +237,8 @@ async def test_unrequested_call_after_tool_output_waits_and_says_why(workspace):
 
 async def test_chat_follows_new_content_unless_scrolled_up_and_scrolls_by_keyboard():
     seen: list = []
-    app = make_app([LONG, LONG], delay=0.02)
+    second = HeldReply(LONG)
+    app = make_app([LONG, second], delay=0.02)
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
         await settle(pilot, app)
         chat = app.query_one("#chat")
@@ -252,6 +253,7 @@ async def test_chat_follows_new_content_unless_scrolled_up_and_scrolls_by_keyboa
         await pilot.pause(0.2)
         held = chat.scroll_y
         assert held < chat.max_scroll_y
+        second.release.set()  # the rest of the reply arrives while the person reads further up
         await settle(pilot, app)
         await pilot.pause(0.2)
         assert chat.scroll_y == held < chat.max_scroll_y  # new content did not pull the person down
