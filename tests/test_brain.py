@@ -431,8 +431,19 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
     ("plan_training", {"batch_size": 1}, "what batch size fits?", {}),
     ("train_sft", {"max_steps": 30, "learning_rate": 2e-4}, "30 steps, lr 0.0002", {"max_steps": 30,
                                                                                    "learning_rate": 2e-4}),
-    # two enum values named: not a stated value, the router's choice stands
-    ("train_dpo", {"train_path": "p.jsonl"}, "Try ORPO on p.jsonl instead of plain DPO", {"train_path": "p.jsonl"}),
+    # a number inside a word is no number; a number named for one field is not another's
+    ("distill", {"max_steps": 135}, "The 135M model is too slow, shrink it", {}),
+    ("train_sft", {"method": "full", "max_steps": 2, "epochs": 2.0}, "go for a full fine-tune this time, 2 epochs",
+     {"method": "full", "epochs": 2.0}),
+    ("train_sft", {"max_steps": 2, "epochs": 2.0}, "2 epochs, at most 2 steps", {"max_steps": 2, "epochs": 2.0}),
+    # a share written as a decimal fills the tool's one share field
+    ("split_dataset", {"path": "q.jsonl"}, "hold out 0.05 of q.jsonl for evaluation",
+     {"path": "q.jsonl", "eval_fraction": 0.05}),
+    # two enum values named: not a stated value, the router's choice stands; one set aside is not named
+    ("train_dpo", {"train_path": "p.jsonl"}, "Try ORPO or DPO on p.jsonl", {"train_path": "p.jsonl"}),
+    ("train_dpo", {"train_path": "p.jsonl"}, "Try ORPO on p.jsonl instead of plain DPO",
+     {"train_path": "p.jsonl", "method": "orpo"}),
+    ("list_runs", {}, "Which of my training jobs blew up?", {"status": "failed"}),
     ("create_sample_dataset", {}, "set me up with the ticket preference demo", {"task": "tickets_preferences"}),
 ])
 def test_stated_values_fill_what_the_message_says_in_so_many_words(name, routed, message, want):

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -63,12 +64,14 @@ SURFACES = {
                                        "evol_instruct": ["evol-instruct", "Evol-Instruct"]},
     ("distill", "mode"): {"logit": ["logit", "logit-level"], "gkd": ["GKD", "on-policy gkd"],
                           "sequence": ["sequence-level", "sequence"]},
-    ("list_runs", "status"): {"running": ["running", "active"], "failed": ["failed", "crashed"],
+    ("list_runs", "status"): {"running": ["running", "active"], "failed": ["failed", "crashed", "errored"],
                               "succeeded": ["succeeded", "finished", "completed"],
                               "cancelled": ["cancelled", "canceled", "stopped"], "queued": ["queued", "waiting"]},
     ("create_sample_dataset", "task"): {"tickets": ["ticket", "support ticket", "tickets"],
                                         "tickets_preferences": ["preference", "preference-pair", "ticket preference"]},
 }
+# Verb phrases the reader also knows, which the data's templates ("show the {status} runs") cannot use.
+READ_ALSO = {("list_runs", "status"): {"failed": ["blew up", "died", "broke"]}}
 ROUTER_DIR = Path(__file__).resolve().parent / "router_model"   # the shipped adapter, its card and report
 PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
@@ -646,9 +649,14 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
         found[count] = int(m.group(1))
     if "eval_fraction" in fields and (m := _PERCENT.search(low)):
         found["eval_fraction"] = float(m.group(1)) / 100
-    found.update({k: v for k, v in _named_numbers(low, tool, fields).items() if k not in found})
+    named = _named_numbers(low, tool, fields)
+    found.update({k: v for k, v in named.items() if k not in found})
+    if (share := _share_field(tool, fields)) and share not in found and (v := _one_share(low)) is not None:
+        found[share] = v
     for f in fields:
-        if (res.name, f) in SURFACES and (v := _one_enum_value(low, SURFACES[(res.name, f)])) is not None:
+        also = READ_ALSO.get((res.name, f), {})
+        words = {v: ws + also.get(v, []) for v, ws in SURFACES.get((res.name, f), {}).items()}
+        if words and (v := _one_enum_value(low, words)) is not None:
             found[f] = v
     from assistant.workflow import mentioned_job_ids, mentioned_paths
 
@@ -657,8 +665,8 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     arguments, placed = _place_paths(res.arguments, fields, mentioned_paths(message), message)
     found.update(placed)
     said = _numbers_in(low)
-    kept = {k: v for k, v in arguments.items()   # a number the message does not contain was made up
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or float(v) in said}
+    kept = {k: v for k, v in arguments.items()   # a number the message lacks was made up; one named for another field
+            if not _is_number(v) or (said[float(v)] > 0 and not _named_elsewhere(k, v, named, said))}
     args = {**{k: v for k, v in found.items() if k not in kept}, **kept}
     ordered = canonical(tool, {k: args[k] for k in fields if k in args})
     return res if ordered == res.arguments else replace(res, arguments=ordered)
@@ -696,14 +704,39 @@ def _place_paths(args: dict, fields: tuple[str, ...], paths: list[str], message:
     return args, {f: p for f, p in placed.items() if f not in args and p not in args.values()}
 
 
-def _numbers_in(low: str) -> set[float]:
-    """Every number the text writes, as a value; a percentage also as its fraction."""
-    out = set()
-    for m in re.finditer(rf"(?<![\w.]){NUMBER}(\s*%)?", low):
-        out.add(float(m.group(1)))
+def _numbers_in(low: str) -> Counter:
+    """How often the text writes each number, by value; a percentage also counts as its fraction."""
+    out: Counter = Counter()
+    for m in re.finditer(rf"(?<![\w.]){NUMBER}(?!\w|\.\d)(\s*%)?", low):   # "135M", "8b" name no number
+        out[float(m.group(1))] += 1
         if m.group(2):
-            out.add(float(m.group(1)) / 100)
+            out[float(m.group(1)) / 100] += 1
     return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _named_elsewhere(field_name: str, value, named: dict, said: Counter) -> bool:
+    """The message writes `value` once, with another field's name ("2 epochs" is not 2 steps)."""
+    return said[float(value)] == 1 and any(f != field_name and float(v) == float(value) for f, v in named.items())
+
+
+def _share_field(tool, fields: tuple[str, ...]) -> str | None:
+    """The tool's one field bounded below 1 (a share, like the eval fraction), if it has exactly one."""
+    from tools.registry import strict_schema
+
+    props = strict_schema(tool.input_model).get("properties", {})
+    shares = [f for f in fields if any(float(b.get("exclusiveMaximum", b.get("maximum", 2))) <= 1
+                                       for b in props.get(f, {}).get("anyOf", [props.get(f, {})]))]
+    return shares[0] if len(shares) == 1 else None
+
+
+def _one_share(low: str) -> float | None:
+    """The one decimal between 0 and 1 the text writes ("hold out 0.05 of it"), if there is exactly one."""
+    values = {v for v in _numbers_in(low) if 0 < v < 1}
+    return values.pop() if len(values) == 1 else None
 
 
 def _named_numbers(low: str, tool, fields: tuple[str, ...]) -> dict:
@@ -718,14 +751,19 @@ def _named_numbers(low: str, tool, fields: tuple[str, ...]) -> dict:
     return {k: v for k, v in pins.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+_NOT_THIS = re.compile(r"(?:\binstead of|\brather than|\bnot|\bthan)\s+(?:the\s+|a\s+|plain\s+|usual\s+)*$")
+
+
 def _one_enum_value(low: str, surfaces: dict[str, list[str]]) -> str | None:
     """The enum value the text names, when it names exactly one (longest words first, so "ticket preference" is
-    not also "ticket")."""
+    not also "ticket"); a value named only to be set aside ("instead of plain DPO", "rather than LoRA") is not
+    the one asked for."""
     spans: list[tuple[int, int]] = []
     named = set()
     for word, value in sorted(((w.lower(), v) for v, ws in surfaces.items() for w in ws), key=lambda x: -len(x[0])):
         for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w])", low):
             if not any(a < m.end() and m.start() < b for a, b in spans):
                 spans.append((m.start(), m.end()))
-                named.add(value)
+                if not _NOT_THIS.search(low[:m.start()]):
+                    named.add(value)
     return named.pop() if len(named) == 1 else None
