@@ -441,7 +441,7 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
      {"path": "q.jsonl", "eval_fraction": 0.05}),
     # two enum values named: not a stated value, the router's choice stands; one set aside is not named
     ("train_dpo", {"train_path": "p.jsonl"}, "Try ORPO or DPO on p.jsonl", {"train_path": "p.jsonl"}),
-    ("train_dpo", {"train_path": "p.jsonl"}, "Try ORPO on p.jsonl instead of plain DPO",
+    ("train_dpo", {"train_path": "p.jsonl", "method": "dpo"}, "Try ORPO on p.jsonl instead of plain DPO",
      {"train_path": "p.jsonl", "method": "orpo"}),
     ("list_runs", {}, "Which of my training jobs blew up?", {"status": "failed"}),
     ("create_sample_dataset", {}, "set me up with the ticket preference demo", {"task": "tickets_preferences"}),

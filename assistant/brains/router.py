@@ -638,7 +638,7 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     "to/into/as", an eval set after "leak into"/"against" or before "for eval", the one path it names when the
     router wrote none; a path the router put in the wrong role by those words moves to its role. The model reads
     intent well and copies literals less well; a literal read exactly is never a guess. What the router wrote is
-    kept, except a number the message does not contain."""
+    kept, except a number the message does not contain and an enum value other than the one the message names."""
     tool = tools.get(res.name)
     if tool is None or res.error:
         return res
@@ -653,11 +653,13 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     found.update({k: v for k, v in named.items() if k not in found})
     if (share := _share_field(tool, fields)) and share not in found and (v := _one_share(low)) is not None:
         found[share] = v
+    named_enums = {}
     for f in fields:
         also = READ_ALSO.get((res.name, f), {})
         words = {v: ws + also.get(v, []) for v, ws in SURFACES.get((res.name, f), {}).items()}
         if words and (v := _one_enum_value(low, words)) is not None:
-            found[f] = v
+            named_enums[f] = v
+    found.update(named_enums)
     from assistant.workflow import mentioned_job_ids, mentioned_paths
 
     if "job_id" in fields and len(jobs := mentioned_job_ids(message)) == 1:
@@ -667,7 +669,7 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     said = _numbers_in(low)
     kept = {k: v for k, v in arguments.items()   # a number the message lacks was made up; one named for another field
             if not _is_number(v) or (said[float(v)] > 0 and not _named_elsewhere(k, v, named, said))}
-    args = {**{k: v for k, v in found.items() if k not in kept}, **kept}
+    args = {**{k: v for k, v in found.items() if k not in kept}, **kept, **named_enums}   # the one value named wins
     ordered = canonical(tool, {k: args[k] for k in fields if k in args})
     return res if ordered == res.arguments else replace(res, arguments=ordered)
 
