@@ -492,3 +492,29 @@ def test_served_next_step_and_the_next_tool_are_one_decision_not_a_question():
     res = router.route(RouteInput("go ahead", "Project: data: train; next step train_sft"))
     assert (res.name, res.runner_up) == ("train_sft", None) and res.p_best == pytest.approx(0.95)
     assert math.isclose(res.margin, 0.95)
+
+
+def test_rescore_remeasures_the_rule_columns_from_the_recorded_calls(workspace):
+    """A rule change after the adapter is measured without retraining: the brain columns follow from the recorded
+    calls again (a stale column is replaced), the adapter's own column stays."""
+    from assistant.brain_build.pipeline import rescore
+    from assistant.brains.router import ROUTER_DIR
+
+    report = json.loads((ROUTER_DIR / "report.json").read_text())
+    adapter = {s: d["routers"]["adapter"] for s, d in report["sets"].items()}
+    fresh, stale = workspace / "fresh", workspace / "stale"
+    for dest in (fresh, stale):
+        dest.mkdir()
+        (dest / "report.json").write_text(json.dumps(report))
+    for d in report["sets"].values():   # the rules changed since this report was written
+        d["routers"]["brain"]["exact_call_accuracy"]["value"] = 0.0
+        d["deltas"]["brain-regex"]["exact_call_accuracy"]["ci95"] = [-1.0, -1.0]
+    (stale / "report.json").write_text(json.dumps(report))
+    truth, again = rescore(fresh), rescore(stale)
+    for s, d in again["sets"].items():
+        assert d["routers"]["brain"] == truth["sets"][s]["routers"]["brain"]
+        assert d["routers"]["brain"]["exact_call_accuracy"]["value"] > 0.5
+        assert d["deltas"]["brain-regex"]["exact_call_accuracy"]["ci95"][0] > 0
+        assert d["routers"]["adapter"] == adapter[s]
+    assert json.loads((stale / "report.json").read_text())["rescored"] == again["rescored"]
+    assert "re-measured" in (stale / "report.md").read_text() and (stale / "README.md").exists()

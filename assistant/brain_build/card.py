@@ -30,7 +30,10 @@ def report_markdown(r: dict) -> str:
     lines = ["# Router adapter: build report", "",
              f"Built {r['built']} in **{r['seconds'] / 60:.1f} min** on {m['cpus']} CPUs; 1-minute load average "
              f"{m['load_avg_1m_mean']} on average (samples {m['load_avg_1m_samples']}). A shared machine: "
-             "times scale with its load. Steps (s): " + ", ".join(f"{k} {v}" for k, v in r["steps_s"].items()) + ".",
+             "times scale with its load. Steps (s): " + ", ".join(f"{k} {v}" for k, v in r["steps_s"].items()) + "."
+             + (f" The rule columns (adapter+keywords, brain) were re-measured on {r['rescored']} from the recorded "
+                "calls (`ftpilot brain rescore`), after a change to the rules after the adapter." if r.get("rescored")
+                else ""),
              "", "## Accuracy (95% bootstrap intervals)", "", *accuracy_table(r), "",
              "Exact call: the right tool with exactly the expected arguments (defaults dropped, numbers compared "
              "by value). *base*: the bundled model without the adapter, prompted with the tool list, decoded the "
@@ -119,7 +122,8 @@ def data_card(r: dict) -> str:
              f"{r['data']['rows']} rows generated from the live tool registry with seed {c['seed']}: phrasing families "
              "per label (imperative, question, indirect, terse, path first, follow-ups, requests with a reason or "
              "context, synonyms, the tool's verb phrases in frames every tool shares, requests that name other steps "
-             "in passing), prefixes and suffixes (held-out rows get their own), typos (about 15% of rows), argument values (paths, eval paths, steps, learning rates, methods, run ids) and random "
+             "in passing), prefixes and suffixes (held-out rows get their own), typos (about 15% of rows), argument "
+             "values (paths, eval paths, steps, learning rates, methods, run ids) and random "
              "project states. "
              "No person's data. Whole families are held out for evaluation; clean_dataset dropped training rows that "
              "overlap them. 80 requests written by hand in another style (assistant/brain_build/outside.jsonl) are "

@@ -1,5 +1,6 @@
-"""`ftpilot brain build` (train and install the router adapter) and `ftpilot brain route MESSAGE` (what the
-router decides for one message). JSON on stdout; progress on stderr."""
+"""`ftpilot brain build` (train and install the router adapter), `ftpilot brain rescore` (the report's brain columns
+after a rule change) and `ftpilot brain route MESSAGE` (what the router decides for one message). JSON on stdout;
+progress on stderr."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def register(sub) -> None:
             kind = {"int": int, "float": float, "int | None": int, "str | None": str}.get(str(f.type), str)
             b.add_argument(flag, dest=f.name, type=kind, default=f.default)
     b.set_defaults(handler=run_build)
+    s = bsub.add_parser("rescore", help="re-measure the report's brain columns after a change to the rules after "
+                        "the adapter (no retraining: the adapter's recorded calls are replayed)")
+    s.add_argument("--install-dir", default=None, help="adapter dir (default: the shipped one)")
+    s.set_defaults(handler=run_rescore)
     r = bsub.add_parser("route", help="route one message with the router adapter (and the keyword table)")
     r.add_argument("message")
     r.add_argument("--adapter", default=None, help="adapter dir (default: the shipped one)")
@@ -44,6 +49,18 @@ def run_build(args) -> int:
           "accuracy": {s: {r: {m: v[m]["value"] for m in ("tool_accuracy", "exact_call_accuracy")}
                            for r, v in d["routers"].items()} for s, d in report["sets"].items()},
           "latency": report["latency"]})
+    return 0
+
+
+def run_rescore(args) -> int:
+    from assistant.brain_build.pipeline import rescore
+    from assistant.brains.router import ROUTER_DIR
+    from assistant.cli import emit
+
+    report = rescore(args.install_dir or ROUTER_DIR)
+    emit({"rescored": str(args.install_dir or ROUTER_DIR),
+          "brain": {s: {m: d["routers"]["brain"][m]["value"] for m in ("tool_accuracy", "exact_call_accuracy")}
+                    for s, d in report["sets"].items()}})
     return 0
 
 
