@@ -11,8 +11,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from assistant.brain_build.phrasings import (CONVERSATIONAL, FRAMES, GO_AHEAD, MIXED, PHRASINGS, PREFIXES, SUFFIXES,
-                                             VERBS)
+from assistant.brain_build.phrasings import (CONVERSATIONAL, FRAMES, GO_AHEAD, MIXED, PHRASINGS, PLAIN, PREFIXES,
+                                             SUFFIXES, VERBS)
 from assistant.brains.router import (COUNT_FIELD, NEXT_STEP, REPLY_LABELS, SURFACES, RouteInput, call_text,
                                      canonical, routable_fields)
 
@@ -83,6 +83,9 @@ def families(tools: dict) -> dict[str, dict[str, list[str]]]:
     for label, templates in MIXED.items():
         if label in out:
             out[label]["mixed"] = templates
+    for label, templates in PLAIN.items():
+        if label in out:
+            out[label]["plain"] = templates
     out["go_ahead"] = GO_AHEAD
     return out
 

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
-exec "${PYTHON:-python}" -m assistant brain build --lora-r 16 --lora-alpha 32 "$@"
+exec "${PYTHON:-python}" -m assistant brain build  "$@"
