@@ -518,3 +518,10 @@ def test_rescore_remeasures_the_rule_columns_from_the_recorded_calls(workspace):
         assert d["routers"]["adapter"] == adapter[s]
     assert json.loads((stale / "report.json").read_text())["rescored"] == again["rescored"]
     assert "re-measured" in (stale / "report.md").read_text() and (stale / "README.md").exists()
+
+
+def test_rescore_cli_says_what_is_missing_instead_of_a_traceback(workspace, capsys):
+    from assistant.cli import main
+
+    assert main(["brain", "rescore", "--install-dir", str(workspace / "nowhere")]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "not_found"

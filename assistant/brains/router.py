@@ -750,7 +750,7 @@ def _named_numbers(low: str, tool, fields: tuple[str, ...]) -> dict:
     numeric = {k: v for k, v in schema.get("properties", {}).items() if k in fields and not is_path_field(k)
                and not is_job_field(k) and (tool.name, k) not in SURFACES}
     pins = pins_from_text(low, {"properties": numeric})
-    return {k: v for k, v in pins.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in pins.items() if _is_number(v)}
 
 
 _NOT_THIS = re.compile(r"(?:\binstead of|\brather than|\bnot|\bthan)\s+(?:the\s+|a\s+|plain\s+|usual\s+)*$")

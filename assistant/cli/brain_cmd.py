@@ -5,6 +5,7 @@ progress on stderr."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -57,8 +58,13 @@ def run_rescore(args) -> int:
     from assistant.brains.router import ROUTER_DIR
     from assistant.cli import emit
 
-    report = rescore(args.install_dir or ROUTER_DIR)
-    emit({"rescored": str(args.install_dir or ROUTER_DIR),
+    where = Path(args.install_dir or ROUTER_DIR)
+    if not (where / "report.json").is_file():
+        emit({"error": {"code": "not_found", "message": f"no build report at {where / 'report.json'}",
+                        "hint": "Pass the folder `ftpilot brain build --install-dir` wrote, or build first."}})
+        return 1
+    report = rescore(where)
+    emit({"rescored": str(where),
           "brain": {s: {m: d["routers"]["brain"][m]["value"] for m in ("tool_accuracy", "exact_call_accuracy")}
                     for s, d in report["sets"].items()}})
     return 0
