@@ -55,8 +55,8 @@ def test_tiny_brain_build_end_to_end(tiny_model_dir, workspace):
 def test_shipped_adapter_matches_its_report(bundled_model_dir):
     """The committed adapter is the one its report measured: same bytes, same decisions on recorded requests,
     and the report's accuracies follow from its recorded predictions."""
-    from assistant.brain_build.evaluation import Case, correct
-    from assistant.brains.router import ROUTER_DIR, RouteResult, Router, combine, decide
+    from assistant.brain_build.evaluation import correct, recorded_calls
+    from assistant.brains.router import ROUTER_DIR, Router, combine, decide
     from runtime.paths import sha256_file
     from tools.registry import all_tools
 
@@ -64,9 +64,7 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
     assert sha256_file(ROUTER_DIR / "adapter_model.safetensors") == report["adapter"]["sha256"]
     tools = all_tools()
     for set_name, preds in report["predictions"].items():
-        cases = [Case.from_dict(p) for p in preds]
-        recorded = [RouteResult(p["predicted"]["name"], p["predicted"]["arguments"], p["predicted"]["margin"])
-                    for p in preds]
+        cases, recorded, keywords = recorded_calls(preds)
         flags = [correct(c, r, tools) for c, r in zip(cases, recorded)]
         summary = report["sets"][set_name]["routers"]["adapter"]
         assert summary["tool_accuracy"]["value"] == pytest.approx(sum(a for a, _ in flags) / len(flags), abs=1e-4)
@@ -78,8 +76,6 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
         want = [p for p in preds[:: max(1, len(cases) // 10)]]
         assert [(r.name, r.arguments) for r in again] == \
             [(p["predicted"]["name"], p["predicted"]["arguments"]) for p in want]
-        keywords = [RouteResult(p["keywords"]["name"], p["keywords"]["arguments"],
-                                runner_up=p["keywords"]["runner_up"]) for p in preds]
         both = [combine(r, k, tools) for r, k in zip(recorded, keywords)]
         flags = [correct(c, r, tools) for c, r in zip(cases, both)]
         summary = report["sets"][set_name]["routers"]["adapter+keywords"]

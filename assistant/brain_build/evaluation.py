@@ -39,6 +39,17 @@ class Case:
                    d.get("family", ""), d.get("style", ""), d.get("typo", False), d.get("project") or {})
 
 
+def recorded_calls(records: list[dict]) -> tuple[list[Case], list[RouteResult], list[RouteResult]]:
+    """A report's prediction records as (cases, the adapter's calls, the keyword table's calls): what the rules
+    after the adapter (`router.decide`) are replayed on without the model."""
+    cases = [Case.from_dict(r) for r in records]
+    adapter = [RouteResult(r["predicted"]["name"], r["predicted"]["arguments"], r["predicted"]["margin"])
+               for r in records]
+    keywords = [RouteResult(r["keywords"]["name"], r["keywords"]["arguments"], runner_up=r["keywords"]["runner_up"],
+                            source="regex") for r in records]
+    return cases, adapter, keywords
+
+
 def outside_cases(path) -> list[Case]:
     """The hand-written requests (outside.jsonl): a compact project per request."""
     from assistant.workflow import Project

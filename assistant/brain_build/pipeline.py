@@ -322,18 +322,13 @@ def rescore(install_dir: str | Path = ROUTER_DIR) -> dict:
     """The report's rule columns again, from its recorded adapter and keyword-table calls: the adapter's calls do not
     change when the rules after it (`router.decide`) do, so a rule change is measured without a rebuild. Rewrites
     report.json, report.md and the data card beside the adapter; the adapter itself is untouched."""
-    from assistant.brains.router import RouteResult
     from tools.registry import all_tools
 
     tools, dest = all_tools(), Path(install_dir)
     report = json.loads((dest / "report.json").read_text())
     for set_name, records in report["predictions"].items():
-        cases = [ev.Case.from_dict(r) for r in records]
-        preds = {"adapter": [RouteResult(r["predicted"]["name"], r["predicted"]["arguments"], r["predicted"]["margin"])
-                             for r in records],
-                 "regex": [RouteResult(r["keywords"]["name"], r["keywords"]["arguments"],
-                                       runner_up=r["keywords"]["runner_up"], source="regex") for r in records]}
-        section, _ = score_set(cases, preds, tools)
+        cases, adapter, keywords = ev.recorded_calls(records)
+        section, _ = score_set(cases, {"adapter": adapter, "regex": keywords}, tools)
         old = report["sets"][set_name]
         old["routers"].update({k: section["routers"][k] for k in RULE_COLUMNS})
         old["deltas"].update({f"{k}-regex": section["deltas"][f"{k}-regex"] for k in RULE_COLUMNS})

@@ -642,17 +642,22 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     tool = tools.get(res.name)
     if tool is None or res.error:
         return res
+    from tools.registry import strict_schema
+
     fields = routable_fields(tool)
+    props = strict_schema(tool.input_model).get("properties", {})
     low = message.lower()
+    said = _numbers_in(low)
     found: dict = {}
     if (count := COUNT_FIELD.get(res.name)) in fields and (m := _COUNT.search(low)):
         found[count] = int(m.group(1))
-    if "eval_fraction" in fields and (m := _PERCENT.search(low)):
-        found["eval_fraction"] = float(m.group(1)) / 100
-    named = _named_numbers(low, tool, fields)
+    if share := _share_field(props, fields):   # "20%", else the one bare decimal below 1 ("hold out 0.05")
+        if m := _PERCENT.search(low):
+            found[share] = float(m.group(1)) / 100
+        elif (v := _one_share(said)) is not None:
+            found[share] = v
+    named = _named_numbers(low, tool.name, props, fields)
     found.update({k: v for k, v in named.items() if k not in found})
-    if (share := _share_field(tool, fields)) and share not in found and (v := _one_share(low)) is not None:
-        found[share] = v
     named_enums = {}
     for f in fields:
         also = READ_ALSO.get((res.name, f), {})
@@ -666,7 +671,6 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
         found["job_id"] = jobs[0]
     arguments, placed = _place_paths(res.arguments, fields, mentioned_paths(message), message)
     found.update(placed)
-    said = _numbers_in(low)
     kept = {k: v for k, v in arguments.items()   # a number the message lacks was made up; one named for another field
             if not _is_number(v) or (said[float(v)] > 0 and not _named_elsewhere(k, v, named, said))}
     args = {**{k: v for k, v in found.items() if k not in kept}, **kept, **named_enums}   # the one value named wins
@@ -725,30 +729,25 @@ def _named_elsewhere(field_name: str, value, named: dict, said: Counter) -> bool
     return said[float(value)] == 1 and any(f != field_name and float(v) == float(value) for f, v in named.items())
 
 
-def _share_field(tool, fields: tuple[str, ...]) -> str | None:
+def _share_field(props: dict, fields: tuple[str, ...]) -> str | None:
     """The tool's one field bounded below 1 (a share, like the eval fraction), if it has exactly one."""
-    from tools.registry import strict_schema
-
-    props = strict_schema(tool.input_model).get("properties", {})
     shares = [f for f in fields if any(float(b.get("exclusiveMaximum", b.get("maximum", 2))) <= 1
                                        for b in props.get(f, {}).get("anyOf", [props.get(f, {})]))]
     return shares[0] if len(shares) == 1 else None
 
 
-def _one_share(low: str) -> float | None:
+def _one_share(said: Counter) -> float | None:
     """The one decimal between 0 and 1 the text writes ("hold out 0.05 of it"), if there is exactly one."""
-    values = {v for v in _numbers_in(low) if 0 < v < 1}
+    values = {v for v in said if 0 < v < 1}
     return values.pop() if len(values) == 1 else None
 
 
-def _named_numbers(low: str, tool, fields: tuple[str, ...]) -> dict:
+def _named_numbers(low: str, tool_name: str, props: dict, fields: tuple[str, ...]) -> dict:
     """"60 steps", "lr 1e-4", "rank 32", "beta 0.3": numbers with their field's name (the keyword table's reader)."""
     from assistant.brains.routing import pins_from_text
-    from tools.registry import strict_schema
 
-    schema = strict_schema(tool.input_model)
-    numeric = {k: v for k, v in schema.get("properties", {}).items() if k in fields and not is_path_field(k)
-               and not is_job_field(k) and (tool.name, k) not in SURFACES}
+    numeric = {k: v for k, v in props.items() if k in fields and not is_path_field(k)
+               and not is_job_field(k) and (tool_name, k) not in SURFACES}
     pins = pins_from_text(low, {"properties": numeric})
     return {k: v for k, v in pins.items() if _is_number(v)}
 
