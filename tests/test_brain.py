@@ -365,24 +365,84 @@ def test_evaluate_against_a_few_shot_prompt_adds_that_candidate():
     assert [c.get("name") for c in call.parsed()["candidates"]] == ["base", "base 3-shot", "tuned", "5-shot"]
 
 
-def test_the_keyword_table_decides_only_where_the_router_is_unsure():
-    from assistant.brains.router import KEYWORD_MARGIN, RouteInput, combine, regex_route
-    from tools.registry import all_tools
+def test_the_lexical_classifier_overrules_the_router_only_where_it_is_surer():
+    from assistant.brains.router import combine, decide
 
     tools = all_tools()
-    item = RouteInput.for_message("audit data/x.jsonl")
-    keyword = regex_route(item, tools)
-    assert keyword.name == "audit_dataset" and keyword.runner_up is None
-    sure = RouteResult("clean_dataset", {"path": "data/x.jsonl"}, 0.9, "audit_dataset", 0.9 - KEYWORD_MARGIN)
-    assert combine(sure, keyword, tools) is sure
-    unsure = RouteResult("clean_dataset", {}, 0.5, "audit_dataset", 0.45, seconds=0.3)
-    got = combine(unsure, keyword, tools)
-    assert (got.name, got.arguments, got.source, got.margin) == ("audit_dataset", {"path": "data/x.jsonl"},
-                                                                 "adapter+keywords", 1.0)
-    vague = regex_route(RouteInput.for_message("hello there"), tools)
-    assert combine(unsure, vague, tools) is unsure          # no single keyword match: the router's own call
-    cut = RouteResult("audit_dataset", {}, 0.99, error="cut off after 64 tokens")
-    assert combine(cut, keyword, tools).error is None
+    lexical = {"audit_dataset": 0.7, "clean_dataset": 0.2, "chat": 0.1}
+    sure = RouteResult("clean_dataset", {"path": "data/x.jsonl"}, 0.9, "audit_dataset", 0.1)   # margin 0.8 > 0.5
+    assert combine(sure, lexical, tools) is sure and combine(sure, None, tools) is sure
+    unsure = RouteResult("clean_dataset", {"path": "data/x.jsonl"}, 0.5, "audit_dataset", 0.45, seconds=0.3)
+    got = combine(unsure, lexical, tools)
+    assert (got.name, got.source, got.runner_up, got.p_best, got.seconds) == (
+        "audit_dataset", "adapter+lexical", "clean_dataset", 0.7, 0.3)
+    assert decide(unsure, lexical, "check data/x.jsonl", tools).arguments == {"path": "data/x.jsonl"}
+    # a label the request does not offer is no opinion
+    assert combine(unsure, {"no_such_tool": 0.99, "clean_dataset": 0.01}, tools) is unsure
+    # arguments cut off: the classifier's label, the values the message states
+    cut = RouteResult("audit_dataset", {"path": "data/x"}, 0.99, error="cut off after 64 tokens")
+    got = decide(cut, lexical, "check data/x.jsonl", tools)
+    assert (got.name, got.arguments, got.error) == ("audit_dataset", {"path": "data/x.jsonl"}, None)
+
+
+def test_a_path_the_router_gave_another_tool_is_placed_again_for_the_new_one():
+    """The adapter read "train on X, we'll evaluate later" as evaluate(eval_path=X); the classifier's train_sft
+    kept eval_path=X, a training run validating on its own training set."""
+    from assistant.brains.router import decide
+
+    routed = RouteResult("evaluate", {"eval_path": "d/t.parquet", "limit": 5}, 0.6, "train_sft", 0.3)
+    got = decide(routed, {"train_sft": 0.9, "evaluate": 0.05}, "yo, train on d/t.parquet, we'll evaluate later",
+                 all_tools())
+    assert (got.name, got.arguments) == ("train_sft", {"train_path": "d/t.parquet"})
+
+
+def _lexical(tmp_path):
+    from assistant.brains.lexical import LexicalRouter
+
+    rows = [("audit data/a.jsonl", "audit_dataset"), ("check data/b.csv for problems", "audit_dataset"),
+            ("look for issues in my data", "audit_dataset"), ("dedupe data/a.jsonl", "clean_dataset"),
+            ("remove the duplicates from x.csv", "clean_dataset"), ("clean up my data", "clean_dataset"),
+            ("go ahead", "next_step"), ("yes do it", "next_step"), ("sure, continue", "next_step"),
+            ("thanks!", "chat"), ("what is lora?", "chat"), ("hello there", "chat")]
+    fitted = LexicalRouter.fit([m for m, _ in rows], [lab for _, lab in rows])
+    (tmp_path / "lexical").mkdir()
+    fitted.save(tmp_path / "lexical")
+    return fitted, LexicalRouter.load(tmp_path / "lexical")
+
+
+def test_lexical_classifier_saved_and_loaded_gives_the_same_probabilities(tmp_path):
+    """Safetensors writes arrays in C order: a Fortran-ordered coef_ came back transposed (probabilities off by
+    0.97 on the build's held-out rows) until it was made contiguous."""
+    from assistant.brains.lexical import FILES, LexicalRouter
+
+    fitted, loaded = _lexical(tmp_path)
+    probe = ["dedup data/c.jsonl pls", "any problems in data/d.jsonl?", "ok go", "thx", "something new"]
+    for a, b in zip(fitted.proba_batch(probe), loaded.proba_batch(probe)):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-5 for k in a)
+    (p,) = loaded.proba_batch(["dedup data/c.jsonl pls"])
+    assert max(p.items(), key=lambda kv: kv[1])[0] == "clean_dataset"
+    assert sorted(p.name for p in (tmp_path / "lexical").iterdir()) == sorted(FILES)
+    assert LexicalRouter.load(tmp_path / "nothing-here") is None
+
+
+def test_lexical_next_step_counts_for_the_projects_next_tool(tmp_path):
+    _, lexical = _lexical(tmp_path)
+    item = RouteInput("go ahead", "Project: data: train; next step clean_dataset")
+    (raw,) = lexical.proba_batch(["go ahead"])
+    (p,) = lexical.route_proba([item])
+    assert "next_step" not in p and p["clean_dataset"] == pytest.approx(raw["clean_dataset"] + raw["next_step"])
+    (q,) = lexical.route_proba([RouteInput("go ahead", "Project: no data yet")])
+    assert q["unclear"] == pytest.approx(raw["next_step"])
+
+
+def test_the_embedded_brain_calls_the_classifiers_tool_where_the_router_is_unsure(tmp_path):
+    _, lexical = _lexical(tmp_path)
+    text = "dedupe data/q.jsonl please"
+    brain = _brain({text: RouteResult("chat", {}, 0.4, "clean_dataset", 0.35)})
+    brain.lexical = lexical
+    end = _turn(brain, _req(text))
+    assert [(c.name, c.parsed().get("path")) for c in end.tool_calls] == [("clean_dataset", "data/q.jsonl")]
+    assert "lexical" in end.note
 
 
 def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says():
@@ -445,6 +505,10 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
      {"train_path": "p.jsonl", "method": "orpo"}),
     ("list_runs", {}, "Which of my training jobs blew up?", {"status": "failed"}),
     ("create_sample_dataset", {}, "set me up with the ticket preference demo", {"task": "tickets_preferences"}),
+    # a tool without a field for the path's role: the path is what it works on
+    ("split_dataset", {}, "listen, make a holdout from files/t.jsonl", {"path": "files/t.jsonl"}),
+    ("split_dataset", {"eval_rows": 5}, "Reserve 5 examples of c/r.jsonl for validation",
+     {"path": "c/r.jsonl", "eval_rows": 5}),
 ])
 def test_stated_values_fill_what_the_message_says_in_so_many_words(name, routed, message, want):
     from assistant.brains.router import stated_values
@@ -497,7 +561,10 @@ def test_served_next_step_and_the_next_tool_are_one_decision_not_a_question():
 def test_rescore_remeasures_the_rule_columns_from_the_recorded_calls(workspace):
     """A rule change after the adapter is measured without retraining: the brain columns follow from the recorded
     calls again (a stale column is replaced), the adapter's own column stays."""
+    import shutil
+
     from assistant.brain_build.pipeline import rescore
+    from assistant.brains.lexical import FILES
     from assistant.brains.router import ROUTER_DIR
 
     report = json.loads((ROUTER_DIR / "report.json").read_text())
@@ -506,6 +573,8 @@ def test_rescore_remeasures_the_rule_columns_from_the_recorded_calls(workspace):
     for dest in (fresh, stale):
         dest.mkdir()
         (dest / "report.json").write_text(json.dumps(report))
+        for name in FILES:
+            shutil.copy(ROUTER_DIR / name, dest / name)
     for d in report["sets"].values():   # the rules changed since this report was written
         d["routers"]["brain"]["exact_call_accuracy"]["value"] = 0.0
         d["deltas"]["brain-regex"]["exact_call_accuracy"]["ci95"] = [-1.0, -1.0]
@@ -525,3 +594,26 @@ def test_rescore_cli_says_what_is_missing_instead_of_a_traceback(workspace, caps
 
     assert main(["brain", "rescore", "--install-dir", str(workspace / "nowhere")]) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "not_found"
+
+
+def test_rescore_refits_the_shipped_lexical_classifier_from_the_builds_data(workspace):
+    """The classifier is part of the build: fitted again from the same seed's data (generate, audit, clean, split),
+    it gives the shipped one's probabilities, so `brain build` reproduces it."""
+    import shutil
+
+    from assistant.brain_build.pipeline import rescore
+    from assistant.brains.lexical import LexicalRouter
+    from assistant.brains.router import ROUTER_DIR
+
+    dest = workspace / "refit"
+    dest.mkdir()
+    shutil.copy(ROUTER_DIR / "report.json", dest / "report.json")
+    report = rescore(dest)   # no classifier there: fitted first
+    shipped, refit = LexicalRouter.load(ROUTER_DIR), LexicalRouter.load(dest)
+    probe = ["Deduplicate /home/sam/ds/tickets.jsonl", "how is it going", "hallt it", "what is a lora adapter?"]
+    for a, b in zip(shipped.proba_batch(probe), refit.proba_batch(probe)):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-5 for k in a)
+    shipped_report = json.loads((ROUTER_DIR / "report.json").read_text())
+    assert report["lexical"] == shipped_report["lexical"]
+    for s, d in report["sets"].items():
+        assert d["routers"]["brain"] == shipped_report["sets"][s]["routers"]["brain"]

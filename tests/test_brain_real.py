@@ -27,7 +27,7 @@ def test_tiny_brain_build_end_to_end(tiny_model_dir, workspace):
     report = build(BuildConfig(model=str(tiny_model_dir), per_family=1, per_held_family=1, max_steps=2, val_rows=4,
                                outside_limit=6, latency_rows=1, install_dir=str(dest)), say=lambda _m: None)
     for name in ("adapter_model.safetensors", "adapter_config.json", "report.json", "report.md", "README.md",
-                 "reproduce.sh"):
+                 "reproduce.sh", "lexical.json", "lexical.safetensors"):
         assert (dest / name).is_file(), name
     assert json.loads((dest / "report.json").read_text())["adapter"]["sha256"] == \
         sha256_file(dest / "adapter_model.safetensors") == report["adapter"]["sha256"]
@@ -36,8 +36,8 @@ def test_tiny_brain_build_end_to_end(tiny_model_dir, workspace):
     assert prep["split"]["train_rows"] + prep["split"]["eval_rows"] == prep["clean"]["output_rows"]
     assert report["train"]["global_step"] == 2
     held = report["sets"]["heldout_families"]
-    assert set(held["routers"]) == {"regex", "adapter", "base", "adapter+keywords", "brain"}
-    assert [r["keywords_below"] for r in held["keywords"]][0] == 0.0
+    assert set(held["routers"]) == {"regex", "adapter", "base", "lexical", "brain"}
+    assert report["lexical"]["classes"] >= 20 and report["steps_s"].keys() >= {"lexical", "train"}
     assert held["routers"]["adapter"]["n"] == report["data"]["heldout_rows"]
     assert report["sets"]["outside"]["routers"]["adapter"]["n"] == 6
     assert "adapter-regex" in held["deltas"] and report["perplexity"]["results"].keys() == {"base", "router"}
@@ -56,7 +56,9 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
     """The committed adapter is the one its report measured: same bytes, same decisions on recorded requests,
     and the report's accuracies follow from its recorded predictions."""
     from assistant.brain_build.evaluation import correct, recorded_calls
-    from assistant.brains.router import ROUTER_DIR, Router, combine, decide
+    from assistant.brain_build.pipeline import score_set
+    from assistant.brains.lexical import LexicalRouter
+    from assistant.brains.router import ROUTER_DIR, Router, decide
     from runtime.paths import sha256_file
     from tools.registry import all_tools
 
@@ -76,12 +78,10 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
         want = [p for p in preds[:: max(1, len(cases) // 10)]]
         assert [(r.name, r.arguments) for r in again] == \
             [(p["predicted"]["name"], p["predicted"]["arguments"]) for p in want]
-        both = [combine(r, k, tools) for r, k in zip(recorded, keywords)]
-        flags = [correct(c, r, tools) for c, r in zip(cases, both)]
-        summary = report["sets"][set_name]["routers"]["adapter+keywords"]
-        assert summary["exact_call_accuracy"]["value"] == pytest.approx(sum(b for _, b in flags) / len(flags),
-                                                                        abs=1e-4)
-        brain = [decide(r, k, c.item.message, tools) for r, k, c in zip(recorded, keywords, cases)]
+        lexical = LexicalRouter.load(ROUTER_DIR).route_proba([c.item for c in cases])
+        section, _ = score_set(cases, {"adapter": recorded, "regex": keywords}, tools, LexicalRouter.load(ROUTER_DIR))
+        assert section["routers"]["lexical"] == report["sets"][set_name]["routers"]["lexical"]
+        brain = [decide(r, p, c.item.message, tools) for r, p, c in zip(recorded, lexical, cases)]
         flags = [correct(c, r, tools) for c, r in zip(cases, brain)]
         summary = report["sets"][set_name]["routers"]["brain"]
         assert summary["exact_call_accuracy"]["value"] == pytest.approx(sum(b for _, b in flags) / len(flags),

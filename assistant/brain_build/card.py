@@ -31,16 +31,19 @@ def report_markdown(r: dict) -> str:
              f"Built {r['built']} in **{r['seconds'] / 60:.1f} min** on {m['cpus']} CPUs; 1-minute load average "
              f"{m['load_avg_1m_mean']} on average (samples {m['load_avg_1m_samples']}). A shared machine: "
              "times scale with its load. Steps (s): " + ", ".join(f"{k} {v}" for k, v in r["steps_s"].items()) + "."
-             + (f" The rule columns (adapter+keywords, brain) were re-measured on {r['rescored']} from the recorded "
-                "calls (`ftpilot brain rescore`), after a change to the rules after the adapter." if r.get("rescored")
+             + (f" The rule columns (lexical, brain) were re-measured on {r['rescored']} from the recorded "
+                "calls (`ftpilot brain rescore`), after a change to what runs after the adapter." if r.get("rescored")
                 else ""),
              "", "## Accuracy (95% bootstrap intervals)", "", *accuracy_table(r), "",
              "Exact call: the right tool with exactly the expected arguments (defaults dropped, numbers compared "
              "by value). *base*: the bundled model without the adapter, prompted with the tool list, decoded the "
-             "same way; *regex*: the keyword table the brain used before; *adapter+keywords*: the two combined "
-             "(below); *brain*: what the brain runs, adapter+keywords with the values the message states in so "
-             "many words filled in and numbers the message does not contain dropped "
-             "(assistant/brains/router.py `stated_values`).", "",
+             "same way; *regex*: the keyword table the brain used before; *lexical*: a linear classifier over "
+             "the request's character and word n-grams, fitted on the adapter's training rows "
+             "(assistant/brains/lexical.py), with the stated values below; *brain*: what the brain runs, the "
+             "adapter's call unless the classifier prefers another label by more than the adapter's own label "
+             "margin (`router.combine`; nothing tuned), then the values the message states in so many words "
+             "filled in and numbers the message does not contain dropped (assistant/brains/router.py "
+             "`stated_values`).", "",
              "## Differences (paired bootstrap, same requests)", "",
              "| requests | comparison | right tool | exact call |", "|---|---|---|---|"]
     for set_name, s in r["sets"].items():
@@ -59,15 +62,6 @@ def report_markdown(r: dict) -> str:
         for row in s["margins"]:
             lines.append(f"| {SET_TITLES.get(set_name, set_name)} | {row['margin_below']} | {row['asked']} | "
                          f"{row['exact_call_accuracy_of_rest']} |")
-    lines += ["", "## The keyword table as a fallback", "",
-              "*adapter+keywords*: the adapter decides, except where its label margin is "
-              "below a threshold and the old keyword table names exactly one tool (assistant/brains/router.py "
-              "`combine`). Per threshold (0: the adapter alone):", "",
-              "| requests | keywords below margin | right tool | exact call |", "|---|---|---|---|"]
-    for set_name, s in r["sets"].items():
-        for row in s.get("keywords", []):
-            lines.append(f"| {SET_TITLES.get(set_name, set_name)} | {row['keywords_below']} | "
-                         f"{row['tool_accuracy']} | {row['exact_call_accuracy']} |")
     lines += ["", "## By phrasing style (adapter, exact call)", "", "| requests | style | exact / n |", "|---|---|---|"]
     for set_name, s in r["sets"].items():
         for style, v in s["by_style"].items():
@@ -78,6 +72,11 @@ def report_markdown(r: dict) -> str:
             lines.append(f"- ({set_name}) \"{x['message']}\": expected `{x['expected']['name']}` "
                          f"{x['expected']['arguments']}, got `{x['got']['name']}` {x['got']['arguments']} "
                          f"(margin {x['got']['margin']})")
+    lines += ["", "## Mistakes (brain)", ""]
+    for set_name, s in r["sets"].items():
+        for x in s.get("brain_mistakes", []):
+            lines.append(f"- ({set_name}) \"{x['message']}\": expected `{x['expected']['name']}` "
+                         f"{x['expected']['arguments']}, got `{x['got']['name']}` {x['got']['arguments']}")
     p = r.get("perplexity") or {}
     if p:
         lines += ["", "## Perplexity of the held-out calls (evaluate tool)", "", "| candidate | perplexity | eval loss |",
@@ -98,6 +97,8 @@ def report_markdown(r: dict) -> str:
               f"- run {t['job_id']}: {t['global_step']} steps in {t['train_runtime_s']} s; train loss "
               f"{t['train_loss_first']} → {t['train_loss']}; validation loss {t['eval_loss_before']} → {t['eval_loss']}",
               f"- adapter: {r['adapter']['size_mb']} MB fp16 safetensors, sha256 {r['adapter']['sha256']}",
+              *([f"- lexical classifier: {lx['classes']} labels, {lx['features']} n-gram features, "
+                 f"{lx['size_mb']} MB"] if (lx := r.get("lexical")) else []),
               "", "## Reproduce", "", f"`{r['reproduce']}` (or `./reproduce.sh`)", ""]
     return "\n".join(lines)
 
@@ -108,7 +109,9 @@ def data_card(r: dict) -> str:
              "A LoRA adapter for the bundled SmolLM2-135M-Instruct (Apache-2.0) that reads one plain request and "
              "writes the call ftpilot should make: `{\"name\": tool or reply kind, \"arguments\": {...}}`. ftpilot "
              "built it with its own tools (`ftpilot brain build`): generated data, audit_dataset, clean_dataset, "
-             "split_dataset, train_sft, evaluate.", "",
+             "split_dataset, train_sft, evaluate. Beside it, a lexical classifier fitted on the same rows "
+             "(lexical.json, lexical.safetensors) overrules it where it prefers another label by more than the "
+             "adapter's own margin.", "",
              "## Use", "",
              "The embedded brain loads it on the transformers engine's model and decodes under a JSON-schema "
              "grammar (assistant/brains/router.py). Input: a system line with the project state "

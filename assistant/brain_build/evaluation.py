@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from assistant.brains.router import RouteInput, RouteResult, canonical, combine, routable_fields
+from assistant.brains.router import RouteInput, RouteResult, canonical, routable_fields
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.5)
-KEYWORD_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.01)
 
 
 @dataclass
@@ -146,14 +145,3 @@ def mistakes(cases: list[Case], results: list[RouteResult], tools: dict, limit: 
 
 def public(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
-
-
-def keyword_table(cases: list[Case], adapter: list[RouteResult], regex: list[RouteResult], tools: dict) -> list[dict]:
-    """The router with the keyword table deciding below each label margin (`router.combine`); 0 is the router
-    alone, above 1 the table wherever it names one tool."""
-    rows = []
-    for t in KEYWORD_THRESHOLDS:
-        flags = [correct(c, combine(a, x, tools, t), tools) for c, a, x in zip(cases, adapter, regex)]
-        rows.append({"keywords_below": t, "tool_accuracy": round(sum(f[0] for f in flags) / len(flags), 4),
-                     "exact_call_accuracy": round(sum(f[1] for f in flags) / len(flags), 4)})
-    return rows

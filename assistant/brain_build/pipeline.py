@@ -3,9 +3,12 @@
 1. generate routing rows from the live tool registry and the phrasing families (whole families held out);
 2. audit_dataset, then clean_dataset (exact duplicates, and rows that overlap the held-out families) and
    split_dataset (a validation split for eval loss);
-3. train_sft: a LoRA adapter on the bundled SmolLM2-135M-Instruct;
-4. install the adapter (fp16 safetensors) with its data card, report and reproduce.sh;
-5. evaluate the installed adapter, the base model (prompted with the tool list) and the keyword table on the
+3. a lexical classifier (character and word n-grams) on the same rows, and train_sft: a LoRA adapter on the
+   bundled SmolLM2-135M-Instruct;
+4. install both (fp16 safetensors; the classifier as arrays and a vocabulary) with the data card, report and
+   reproduce.sh;
+5. evaluate the installed adapter, the classifier, the brain that combines them, the base model (prompted with the
+   tool list) and the keyword table on the
    held-out families and on hand-written outside requests: tool accuracy, exact call accuracy, 95% intervals,
    paired differences; the evaluate tool adds the held-out calls' perplexity under base and adapter.
 Every step goes through `tools.call_tool`, as a person's call would; a failed step stops the build with its error.
@@ -17,11 +20,14 @@ import json
 import os
 import sys
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from assistant.brain_build import evaluation as ev
-from assistant.brains.router import NEXT_STEP, ROUTER_DIR, RouteInput, Router, combine, decide, regex_route
+from assistant.brains.lexical import LexicalRouter
+from assistant.brains.router import (NEXT_STEP, ROUTER_DIR, RouteInput, RouteResult, Router, decide, regex_route,
+                                     stated_values)
 
 HERE = Path(__file__).resolve().parent
 OUTSIDE = HERE / "outside.jsonl"
@@ -81,8 +87,9 @@ class Build:
         self.work = self._work_dir()
         data = self.step("data", self.generate)
         prepared = self.step("prepare", lambda: self.prepare(data))
+        lexical = self.step("lexical", lambda: self.fit_lexical(prepared))
         run = self.step("train", lambda: self.train(prepared))
-        installed = self.step("install", lambda: self.install(run))
+        installed = self.step("install", lambda: self.install(run) | self.install_lexical(lexical, data))
         results = self.step("evaluate", lambda: self.evaluate(data, installed, run))
         self._load()
         report = self.report(data, prepared, run, installed, results, time.perf_counter() - start)
@@ -130,6 +137,28 @@ class Build:
                 "clean": {k: clean[k] for k in ("input_rows", "output_rows", "dropped", "reasons", "out_path")},
                 "split": {k: split[k] for k in ("train_path", "eval_path", "train_rows", "eval_rows")}}
 
+    def fit_lexical(self, prepared: dict) -> LexicalRouter:
+        """The second opinion (assistant/brains/lexical.py), on the adapter's own training split: message -> label."""
+        messages, labels = [], []
+        for line in open(prepared["split"]["train_path"], encoding="utf-8"):
+            turns = json.loads(line)["messages"]
+            messages.append(next(t["content"] for t in turns if t["role"] == "user"))
+            labels.append(json.loads(turns[-1]["content"])["name"])
+        return LexicalRouter.fit(messages, labels)
+
+    def install_lexical(self, lexical: LexicalRouter, data: dict) -> dict:
+        """Saved beside the adapter, then loaded back: on the held-out requests the installed copy must give the
+        fitted one's probabilities."""
+        dest = Path(self.cfg.install_dir)
+        files = lexical.save(dest)
+        probe = [c.item.message for c in data["cases"]]
+        fitted, loaded = lexical.proba_batch(probe), LexicalRouter.load(dest).proba_batch(probe)
+        worst = max((abs(a[k] - b[k]) for a, b in zip(fitted, loaded) for k in a), default=0.0)
+        if worst > 1e-4:
+            raise BuildError(f"the installed lexical classifier differs from the fitted one (by {worst:.2g})")
+        return {"lexical": {"classes": len(lexical.classes), "features": int(lexical.coef.shape[1]),
+                            "size_mb": round(sum(f.stat().st_size for f in files) / 2**20, 2)}}
+
     def train(self, prepared: dict) -> dict:
         c = self.cfg
         args = {"train_path": prepared["split"]["train_path"], "eval_path": prepared["split"]["eval_path"],
@@ -172,6 +201,7 @@ class Build:
         routers = {"regex": None, "adapter": Router(installed["dir"], cfg.model, self.tools, labels)}
         if cfg.base_eval:
             routers["base"] = Router(None, cfg.model, self.tools, labels)
+        lexical = LexicalRouter.load(installed["dir"])
         out: dict = {"sets": {}, "predictions": {}}
         for set_name, cases in sets.items():
             preds = {}
@@ -180,7 +210,7 @@ class Build:
                 items = [c.item for c in cases]
                 preds[rname] = [regex_route(i, self.tools) for i in items] if router is None else \
                     router.route_batch(items)
-            out["sets"][set_name], out["predictions"][set_name] = score_set(cases, preds, self.tools)
+            out["sets"][set_name], out["predictions"][set_name] = score_set(cases, preds, self.tools, lexical)
         out["latency"] = self.latency(routers["adapter"], sets["heldout_families"][: cfg.latency_rows])
         out["perplexity"] = self.perplexity(data["heldout"], installed, run)
         return out
@@ -252,7 +282,7 @@ class Build:
             "prepare": prepared,
             "train": {"job_id": run["job_id"], "run_dir": run["run_dir"], **{k: m.get(k) for k in (
                 "train_loss_first", "train_loss", "eval_loss_before", "eval_loss", "global_step", "train_runtime_s")}},
-            "adapter": {k: installed[k] for k in ("sha256", "size_mb")},
+            "adapter": {k: installed[k] for k in ("sha256", "size_mb")}, "lexical": installed["lexical"],
             **{k: v for k, v in results.items() if k != "predictions"},
             "predictions": results["predictions"],
         }
@@ -269,25 +299,30 @@ class Build:
         _write(self.work / "report.json", json.dumps(report, indent=1, default=str) + "\n")
 
 
-def score_set(cases: list, preds: dict, tools: dict) -> tuple[dict, list]:
-    """One request set's section of the report: each router's accuracy, the brain's combination of adapter and
-    keyword table (`router.combine`), the brain as it runs (`router.decide`: that combination, then the stated values),
+def score_set(cases: list, preds: dict, tools: dict, lexical: LexicalRouter) -> tuple[dict, list]:
+    """One request set's section of the report: each router's accuracy, the lexical classifier alone (its label,
+    then the stated values), the brain as it runs (`router.decide`: adapter or classifier, then the stated values),
     paired differences, margin tables, styles, mistakes, and the predictions."""
     a, x = preds["adapter"], preds["regex"]
-    preds = {**preds, "adapter+keywords": [combine(r, k, tools) for r, k in zip(a, x)],
-             "brain": [decide(r, k, c.item.message, tools) for r, k, c in zip(a, x, cases)]}
+    probs = lexical.route_proba([c.item for c in cases])
+    preds = {**preds, "lexical": [stated_values(_top(p), c.item.message, tools) for p, c in zip(probs, cases)],
+             "brain": [decide(r, p, c.item.message, tools) for r, p, c in zip(a, probs, cases)]}
     summary = {name: ev.score(cases, res, tools) for name, res in preds.items()}
-    deltas = {f"adapter-{r}": ev.paired(summary[r], summary["adapter"]) for r in summary
-              if r not in ("adapter", "adapter+keywords", "brain")}
-    deltas["adapter+keywords-regex"] = ev.paired(summary["regex"], summary["adapter+keywords"])
-    deltas["brain-regex"] = ev.paired(summary["regex"], summary["brain"])
+    deltas = {f"adapter-{r}": ev.paired(summary[r], summary["adapter"]) for r in summary if r in MODEL_COLUMNS[:2]}
+    deltas.update({f"{r}-regex": ev.paired(summary["regex"], summary[r]) for r in RULE_COLUMNS})
+    deltas["brain-adapter"] = ev.paired(summary["adapter"], summary["brain"])
     section = {"routers": {k: ev.public(v) for k, v in summary.items()}, "deltas": deltas,
-               "margins": ev.margin_table(cases, a, tools), "keywords": ev.keyword_table(cases, a, x, tools),
-               "by_style": ev.by_style(cases, a, tools), "mistakes": ev.mistakes(cases, a, tools)}
+               "margins": ev.margin_table(cases, a, tools), "by_style": ev.by_style(cases, a, tools),
+               "mistakes": ev.mistakes(cases, a, tools), "brain_mistakes": ev.mistakes(cases, preds["brain"], tools)}
     records = [{**c.to_dict(), "predicted": {"name": r.name, "arguments": r.arguments, "margin": round(r.margin, 4)},
                 "keywords": {"name": k.name, "arguments": k.arguments, "runner_up": k.runner_up}}
                for c, r, k in zip(cases, a, x)]
     return section, records
+
+
+def _top(proba: dict[str, float]) -> RouteResult:
+    first, second = sorted(proba.items(), key=lambda kv: -kv[1])[:2]
+    return RouteResult(first[0], {}, first[1], second[0], second[1], source="lexical")
 
 
 LINEAR = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
@@ -315,23 +350,33 @@ def build(cfg: BuildConfig, say=None) -> dict:
     return b.run()
 
 
-RULE_COLUMNS = ("adapter+keywords", "brain")   # what the rules after the adapter decide (`combine`, `decide`)
+MODEL_COLUMNS = ("regex", "base", "adapter")   # measured by running a model or the table at build time
+RULE_COLUMNS = ("lexical", "brain")            # replayed from the recorded calls (`brain rescore`)
 
 
-def rescore(install_dir: str | Path = ROUTER_DIR) -> dict:
+def rescore(install_dir: str | Path = ROUTER_DIR, refit_lexical: bool = False) -> dict:
     """The report's rule columns again, from its recorded adapter and keyword-table calls: the adapter's calls do not
-    change when the rules after it (`router.decide`) do, so a rule change is measured without a rebuild. Rewrites
-    report.json, report.md and the data card beside the adapter; the adapter itself is untouched."""
+    change when the rules after it (`router.decide`) do, so a rule change is measured without a rebuild. With
+    `refit_lexical` (or where none is installed) the lexical classifier is first fitted again from the build's data
+    (generate, audit, clean, split: seconds). Rewrites report.json, report.md and the data card beside the adapter;
+    the adapter itself is untouched."""
     from tools.registry import all_tools
 
     tools, dest = all_tools(), Path(install_dir)
     report = json.loads((dest / "report.json").read_text())
+    if refit_lexical or LexicalRouter.load(dest) is None:
+        report["lexical"] = _refit_lexical(report, dest)
+    lexical = LexicalRouter.load(dest)
     for set_name, records in report["predictions"].items():
         cases, adapter, keywords = ev.recorded_calls(records)
-        section, _ = score_set(cases, {"adapter": adapter, "regex": keywords}, tools)
+        section, _ = score_set(cases, {"adapter": adapter, "regex": keywords}, tools, lexical)
         old = report["sets"][set_name]
-        old["routers"].update({k: section["routers"][k] for k in RULE_COLUMNS})
-        old["deltas"].update({f"{k}-regex": section["deltas"][f"{k}-regex"] for k in RULE_COLUMNS})
+        old["routers"] = {k: v for k, v in old["routers"].items() if k in MODEL_COLUMNS} | {
+            k: section["routers"][k] for k in RULE_COLUMNS}
+        old["deltas"] = {k: v for k, v in old["deltas"].items() if k.startswith("adapter-")} | {
+            k: v for k, v in section["deltas"].items() if not k.startswith("adapter-")}
+        old["brain_mistakes"] = section["brain_mistakes"]
+        old.pop("keywords", None)   # the keyword-table fallback reports before the classifier replaced it
     report["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
     from assistant.brain_build.card import data_card, report_markdown
 
@@ -339,6 +384,18 @@ def rescore(install_dir: str | Path = ROUTER_DIR) -> dict:
     _write(dest / "report.md", report_markdown(report))
     _write(dest / "README.md", data_card(report))
     return report
+
+
+def _refit_lexical(report: dict, dest: Path) -> dict:
+    names = {f.name for f in dataclasses.fields(BuildConfig)}
+    cfg = BuildConfig(**{k: v for k, v in report["config"].items() if k in names and v is not None},
+                      install_dir=str(dest))
+    b = Build(cfg)
+    from tools.registry import all_tools
+
+    b.tools, b.work = all_tools(), b._work_dir()
+    data = b.generate()
+    return b.install_lexical(b.fit_lexical(b.prepare(data)), data)["lexical"]
 
 
 __all__ = ["Build", "BuildConfig", "BuildError", "RouteInput", "build", "rescore"]

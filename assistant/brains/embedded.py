@@ -65,6 +65,7 @@ class EmbeddedBrain:
         self.router_adapter = router_adapter
         self.serve = serve                 # also start the managed vLLM server and route through it when up
         self.router: Router | None = None
+        self.lexical = None                # the second opinion beside the adapter (lexical.py), when installed
         self.local: Router | None = None   # the in-process router (answers while vLLM starts, and after it fails)
         self.fallback: str | None = None   # why the keyword table routes instead of the adapter
         self.ready = False
@@ -95,6 +96,9 @@ class EmbeddedBrain:
             try:
                 self.router = self.local = Router(adapter, self.model_name)
                 self.router.load()
+                from assistant.brains.lexical import LexicalRouter
+
+                self.lexical = LexicalRouter.load(adapter)
             except Exception as e:  # noqa: BLE001 - e.g. an adapter for another base model: say so, keep working
                 self.router = self.local = None
                 self.fallback = f"the router adapter did not load ({type(e).__name__}: {e})"
@@ -187,9 +191,11 @@ class EmbeddedBrain:
                 yield from self._end(content, [_call(name, call_args)], start, "plan from the router")
                 return
         item = RouteInput.for_message(text, project)
-        keyword = regex_route(item, tools)
-        res = decide(self._route([item])[0], keyword, text, tools) if self.router else keyword
-        via = " (keyword table: the router was unsure)" if res.source.endswith("+keywords") else ""
+        if self.router:
+            res = decide(self._route([item])[0], self.lexical.route_proba([item])[0] if self.lexical else None, text, tools)
+        else:
+            res = regex_route(item, tools)
+        via = " (the lexical classifier was surer)" if res.source.endswith("+lexical") else ""
         note = (f"router: {res.name} p={res.p_best:.2f}{via}" + (f", runner-up {res.runner_up} p={res.p_runner_up:.2f}"
                                                                  if res.runner_up else "")
                 if self.router else f"keyword routing ({self.fallback}): {res.name}")

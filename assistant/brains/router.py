@@ -77,7 +77,6 @@ PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
 MAX_ARG_TOKENS = 64
 SCORE_CHUNK = 96          # candidate sequences per scoring pass (bounds the logits tensor)
-KEYWORD_MARGIN = 0.5      # below this label margin an unambiguous keyword match decides (see `combine`)
 EXPAND = 3                # labels are scored in full only for the most likely first name tokens
 
 
@@ -591,21 +590,30 @@ def regex_route(item: RouteInput, tools: dict) -> RouteResult:
                        seconds=time.perf_counter() - start, source="regex")
 
 
-def combine(routed: RouteResult, keyword: RouteResult, tools: dict, below: float | None = None) -> RouteResult:
-    """The brain's decision: the router's, except when it is unsure (label margin below `below`, or arguments cut
-    off) and the keyword table names exactly one tool; then the table's call. The build report measures this
-    against each part alone ("adapter+keywords") and per threshold."""
-    below = KEYWORD_MARGIN if below is None else below
-    if (routed.error is None and routed.margin >= below) or keyword.name not in tools or keyword.runner_up:
+def combine(routed: RouteResult, lexical: dict[str, float] | None, tools: dict) -> RouteResult:
+    """The brain's decision: the router's call, unless the lexical classifier (`lexical.py`) prefers another label
+    by more than the router's own label margin, or the router's arguments were cut off; then the classifier's label
+    with the router's arguments that fit it (`stated_values` fills the rest). The two are trained on the same rows
+    and err on different requests; neither threshold nor weight is tuned. The build report measures each alone."""
+    lexical = {k: v for k, v in (lexical or {}).items() if k in tools or k in REPLY_LABELS}
+    if not lexical:
         return routed
-    return RouteResult(keyword.name, keyword.arguments, 1.0, None, 0.0, routed.seconds + keyword.seconds,
-                       f"{routed.source}+keywords", None, routed.text)
+    best = max(lexical, key=lexical.get)
+    lead = lexical[best] - lexical.get(routed.name, 0.0)
+    if routed.error is None and (best == routed.name or lead <= routed.margin):
+        return routed
+    # the router's values that fit the new tool, less its paths: a path's role depends on the tool (the one path
+    # of `evaluate` is its eval set, of `train_sft` its training set), so `stated_values` places them again
+    fields = routable_fields(tools[best]) if best in tools and not routed.error else ()   # cut off: none kept
+    kept = {k: v for k, v in routed.arguments.items() if k in fields and (best == routed.name or not is_path_field(k))}
+    return RouteResult(best, kept, lexical[best], routed.name,
+                       lexical.get(routed.name, 0.0), routed.seconds, f"{routed.source}+lexical", None, routed.text)
 
 
-def decide(routed: RouteResult, keyword: RouteResult, message: str, tools: dict) -> RouteResult:
+def decide(routed: RouteResult, lexical: dict[str, float] | None, message: str, tools: dict) -> RouteResult:
     """The brain's decision on a plain request, and what the build report's *brain* column measures: the router's
-    call, the keyword table's where the router is unsure (`combine`), then the values the message states."""
-    return stated_values(combine(routed, keyword, tools), message, tools)
+    call or the lexical classifier's label where it is surer (`combine`), then the values the message states."""
+    return stated_values(combine(routed, lexical, tools), message, tools)
 
 
 def resolve_label(name: str, item: RouteInput) -> str:
@@ -698,7 +706,8 @@ def _place_paths(args: dict, fields: tuple[str, ...], paths: list[str], message:
     placed: dict[str, str] = {}
     for p in paths:
         role = path_role(message, p)
-        target = by_role.get(role) or (by_role["main"] if role == "out" and "out_path" not in fields else None)
+        # a tool without a field for the role ("make a holdout from X" to split_dataset): X is what it works on
+        target = by_role.get(role) or (by_role["main"] if role in ("out", "eval") else None)
         if target and target not in placed:
             placed[target] = p
     wrong = [f for f, v in args.items() if is_path_field(f) and v in placed.values() and placed.get(f) != v]

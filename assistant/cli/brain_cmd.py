@@ -26,8 +26,11 @@ def register(sub) -> None:
     s = bsub.add_parser("rescore", help="re-measure the report's brain columns after a change to the rules after "
                         "the adapter (no retraining: the adapter's recorded calls are replayed)")
     s.add_argument("--install-dir", default=None, help="adapter dir (default: the shipped one)")
+    s.add_argument("--refit-lexical", action="store_true",
+                   help="fit the lexical classifier again from the build's data first (seconds)")
     s.set_defaults(handler=run_rescore)
-    r = bsub.add_parser("route", help="route one message with the router adapter (and the keyword table)")
+    r = bsub.add_parser("route", help="route one message: the router adapter, the lexical classifier, the brain's "
+                        "decision from the two, and the keyword table")
     r.add_argument("message")
     r.add_argument("--adapter", default=None, help="adapter dir (default: the shipped one)")
     r.set_defaults(handler=run_route)
@@ -63,7 +66,7 @@ def run_rescore(args) -> int:
         emit({"error": {"code": "not_found", "message": f"no build report at {where / 'report.json'}",
                         "hint": "Pass the folder `ftpilot brain build --install-dir` wrote, or build first."}})
         return 1
-    report = rescore(where)
+    report = rescore(where, args.refit_lexical)
     emit({"rescored": str(where),
           "brain": {s: {m: d["routers"]["brain"][m]["value"] for m in ("tool_accuracy", "exact_call_accuracy")}
                     for s, d in report["sets"].items()}})
@@ -73,12 +76,19 @@ def run_rescore(args) -> int:
 def run_route(args) -> int:
     from dataclasses import asdict
 
-    from assistant.brains.router import ROUTER_DIR, RouteInput, Router, regex_route
+    from assistant.brains.lexical import LexicalRouter
+    from assistant.brains.router import ROUTER_DIR, RouteInput, Router, decide, regex_route
     from assistant.cli import emit
     from tools.registry import all_tools
 
+    tools, where = all_tools(), args.adapter or ROUTER_DIR
     item = RouteInput.for_message(args.message)
-    res = Router(args.adapter or ROUTER_DIR).route(item)
+    res = Router(where).route(item)
+    lexical = LexicalRouter.load(where)
+    proba = lexical.route_proba([item])[0] if lexical else None
+    top = dict(sorted(proba.items(), key=lambda kv: -kv[1])[:3]) if proba else None
     emit({"router": asdict(res) | {"margin": round(res.margin, 4)},
-          "regex": asdict(regex_route(item, all_tools()))})
+          "lexical": {k: round(v, 4) for k, v in top.items()} if top else None,
+          "brain": asdict(decide(res, proba, args.message, tools)),
+          "regex": asdict(regex_route(item, tools))})
     return 0
