@@ -383,6 +383,7 @@ def test_the_lexical_classifier_overrules_the_router_only_where_it_is_surer():
     cut = RouteResult("audit_dataset", {"path": "data/x"}, 0.99, error="cut off after 64 tokens")
     got = decide(cut, lexical, "check data/x.jsonl", tools)
     assert (got.name, got.arguments, got.error) == ("audit_dataset", {"path": "data/x.jsonl"}, None)
+    assert got.runner_up == "clean_dataset" and got.margin == pytest.approx(0.5)   # not "audit or audit?"
 
 
 def test_a_path_the_router_gave_another_tool_is_placed_again_for_the_new_one():

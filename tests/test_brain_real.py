@@ -115,7 +115,7 @@ def test_embedded_brain_answers_from_facts_and_never_crashes_on_cut_output(bundl
                                                                           monkeypatch):
     """"How is the run going?" in a fresh workspace once crashed `ask` (JSON cut at the token cap). Now: a reply
     saying there is no run; questions about ftpilot are answered from the registry; even arguments cut off after
-    one token are an error value (the brain then takes the keyword table's call), not a traceback."""
+    one token are an error value (the brain then takes the lexical classifier's label), not a traceback."""
     from assistant.brains import router as router_mod
     from assistant.brains.embedded import EmbeddedBrain
     from tools.registry import all_tools
@@ -136,7 +136,7 @@ def test_embedded_brain_answers_from_facts_and_never_crashes_on_cut_output(bundl
     monkeypatch.setattr(router_mod, "MAX_ARG_TOKENS", 1)
     res = brain.router.route(router_mod.RouteInput.for_message("train on data/a.jsonl for 30 steps"))
     assert res.error and "cut off" in res.error
-    events.clear()   # the brain: cut-off arguments make the router unsure, the keyword table's one match decides
+    events.clear()   # the brain: cut-off arguments make the router unsure, the lexical classifier's label decides
     agent.send("train on data/a.jsonl for 30 steps")
     fin = [e for e in events if isinstance(e, ToolFinished)]
     assert [(f.name, f.arguments.get("train_path")) for f in fin] == [("train_sft", "data/a.jsonl")]

@@ -606,8 +606,9 @@ def combine(routed: RouteResult, lexical: dict[str, float] | None, tools: dict) 
     # of `evaluate` is its eval set, of `train_sft` its training set), so `stated_values` places them again
     fields = routable_fields(tools[best]) if best in tools and not routed.error else ()   # cut off: none kept
     kept = {k: v for k, v in routed.arguments.items() if k in fields and (best == routed.name or not is_path_field(k))}
-    return RouteResult(best, kept, lexical[best], routed.name,
-                       lexical.get(routed.name, 0.0), routed.seconds, f"{routed.source}+lexical", None, routed.text)
+    second = max((k for k in lexical if k != best), key=lexical.get, default=None)   # its margin, not a tie with itself
+    return RouteResult(best, kept, lexical[best], second, lexical.get(second, 0.0), routed.seconds,
+                       f"{routed.source}+lexical", None, routed.text)
 
 
 def decide(routed: RouteResult, lexical: dict[str, float] | None, message: str, tools: dict) -> RouteResult:
