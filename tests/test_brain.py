@@ -71,6 +71,21 @@ def test_data_covers_the_live_registry_and_holds_out_whole_families():
     assert [r.record() for r in _rows()[3]] == [r.record() for r in train]
 
 
+def test_the_second_writers_families_are_trained_on_and_leave_the_held_out_rows_alone(monkeypatch):
+    """Builds with and without them measure the same held-out requests: their rows come from their own random
+    stream (they shifted every held-out row's paths, typos and project state when they shared one)."""
+    from assistant.brain_build import data
+
+    tools, fams, held, train, heldout = _rows()
+    assert not any(f.split("/")[1].startswith(data.TRAIN_ONLY) for f in held)
+    assert sum(r.family.split("/")[1].startswith(data.TRAIN_ONLY) for r in train) >= 300
+    monkeypatch.setattr(data, "SECOND_WRITER", {})
+    _, _, held_alone, train_alone, heldout_alone = _rows()
+    assert held_alone == held and [r.record() for r in heldout_alone] == [r.record() for r in heldout]
+    assert [r.record() for r in train_alone] == [r.record() for r in train
+                                                 if not r.family.split("/")[1].startswith(data.TRAIN_ONLY)]
+
+
 def test_a_tool_added_to_the_registry_gets_rows():
     with extra_tools(tag_rows):
         tools, fams, held, train, heldout = _rows()
@@ -119,12 +134,13 @@ def test_the_keyword_table_misses_plain_requests():
         {"path": "data/train.jsonl"}
 
 
-def test_outside_requests_are_labelled_validly():
+@pytest.mark.parametrize("name", ["outside.jsonl", "outside2.jsonl"])
+def test_outside_requests_are_labelled_validly(name):
     from assistant.brain_build.evaluation import outside_cases
-    from assistant.brain_build.pipeline import OUTSIDE
+    from assistant.brain_build.pipeline import HERE
 
     tools = all_tools()
-    cases = outside_cases(OUTSIDE)
+    cases = outside_cases(HERE / name)
     assert len(cases) >= 60
     labels = set(tools) | {"help", "project", "chat", "unclear"}
     for c in cases:
@@ -132,6 +148,7 @@ def test_outside_requests_are_labelled_validly():
         for k, v in c.arguments.items():
             assert k in routable_fields(tools[c.name])
             TypeAdapter(tools[c.name].input_model.model_fields[k].annotation).validate_python(v)
+            assert not (k.endswith("path") or k == "job_id") or v in c.item.message, "a value the router can read"
     _, _, _, train, heldout = _rows(per=10, held_per=8)
     generated = {r.message.lower().strip(" .!?") for r in train + heldout}
     assert not [c.item.message for c in cases if c.item.message.lower().strip(" .!?") in generated]
@@ -252,6 +269,18 @@ def test_two_clause_request_becomes_a_plan_that_continues_after_each_result(work
     (call2,) = nxt.tool_calls
     assert call2.name == "train_sft" and call2.parsed()["train_path"] == "data/train.clean.jsonl"
     assert "10 → 9 rows" in nxt.content and "Step 2 of 2" in nxt.content
+
+
+def test_a_step_another_step_already_does_makes_no_plan():
+    """The issue's request: its clauses route to inspect_dataset ("look through X") and audit_dataset; the audit
+    reports what the inspection would, so it is one audit call (the rebuilt adapter had made it a two-step plan)."""
+    text = "look through data/train.jsonl and tell me if anything is wrong"
+    brain = _brain({"look through data/train.jsonl": RouteResult("inspect_dataset", {"path": "data/train.jsonl"}, 0.9),
+                    "tell me if anything is wrong": RouteResult("audit_dataset", {}, 0.9),
+                    text: RouteResult("audit_dataset", {"path": "data/train.jsonl"}, 0.95)})
+    end = _turn(brain, _req(text))
+    assert [(c.name, c.parsed()["path"]) for c in end.tool_calls] == [("audit_dataset", "data/train.jsonl")]
+    assert "steps" not in end.content
 
 
 def test_tool_output_is_data_not_instructions():
@@ -617,4 +646,17 @@ def test_rescore_refits_the_shipped_lexical_classifier_from_the_builds_data(work
     shipped_report = json.loads((ROUTER_DIR / "report.json").read_text())
     assert report["lexical"] == shipped_report["lexical"]
     for s, d in report["sets"].items():
-        assert d["routers"]["brain"] == shipped_report["sets"][s]["routers"]["brain"]
+        for m in ("tool_accuracy", "exact_call_accuracy"):
+            assert d["routers"]["brain"][m] == shipped_report["sets"][s]["routers"]["brain"][m]
+
+
+def test_measure_cli_says_what_is_wrong_instead_of_a_traceback(workspace, capsys):
+    from assistant.brains.router import ROUTER_DIR
+    from assistant.cli import main
+
+    assert main(["brain", "measure", str(workspace / "none.jsonl")]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "not_found"
+    bad = workspace / "bad.jsonl"
+    bad.write_text('{"text": "audit a.jsonl"}\n')
+    assert main(["brain", "measure", str(bad), "--install-dir", str(ROUTER_DIR)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "bad_input"

@@ -90,6 +90,16 @@ def test_shipped_adapter_matches_its_report(bundled_model_dir):
         assert report["sets"][set_name]["deltas"]["brain-regex"]["exact_call_accuracy"]["ci95"][0] > 0
 
 
+def test_measure_routes_requests_written_elsewhere_with_the_shipped_router(bundled_model_dir, workspace):
+    from assistant.brain_build.pipeline import OUTSIDE, measure
+
+    few = workspace / "few.jsonl"
+    few.write_text("".join(OUTSIDE.read_text().splitlines(keepends=True)[:4]))
+    out = measure(few)
+    assert out["n"] == 4 and set(out["routers"]) == {"regex", "adapter", "lexical", "brain"}
+    assert 0 <= out["routers"]["brain"]["exact_call_accuracy"]["value"] <= 1 and "brain-regex" in out["deltas"]
+
+
 def _ask(workspace, *args):
     out = subprocess.run([sys.executable, "-m", "assistant", "ask", *args, "--json"], capture_output=True, text=True,
                          env=os.environ.copy(), timeout=900, cwd=workspace)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from assistant.brain_build.phrasings import (CONVERSATIONAL, FRAMES, GO_AHEAD, MIXED, PHRASINGS, PLAIN, PREFIXES,
                                              SUFFIXES, VERBS)
+from assistant.brain_build.second_writer import SECOND_WRITER
 from assistant.brains.router import (COUNT_FIELD, NEXT_STEP, REPLY_LABELS, SURFACES, RouteInput, call_text,
                                      canonical, routable_fields)
 
@@ -41,6 +42,7 @@ EXTS = ["jsonl"] * 6 + ["json", "csv", "parquet", "txt"]
 TYPO_RATE = 0.15             # rows with a slip (0.3 in training rows measured no better: held-out 0.82, outside 0.83)
 WRAP_RATE = 0.35             # share of rows with a prefix or suffix around the request
 WEIGHT = {"go_ahead": 3}     # follow-ups need the project line to answer: more rows
+TRAIN_ONLY = "w2_"           # the second writer's families (second_writer.py): trained on, never held out
 
 
 @dataclass
@@ -87,6 +89,9 @@ def families(tools: dict) -> dict[str, dict[str, list[str]]]:
         if label in out:
             out[label]["plain"] = templates
     out["go_ahead"] = GO_AHEAD
+    for label, fams in SECOND_WRITER.items():
+        if label in out:
+            out[label].update({TRAIN_ONLY + name: templates for name, templates in fams.items()})
     return out
 
 
@@ -99,11 +104,12 @@ def composed(label: str, verbs: list[str], frames_per_verb: int = 2) -> list[str
 def held_out_families(fams: dict[str, dict[str, list[str]]], seed: int, share: float = 0.25) -> set[str]:
     """Whole families kept out of training: about `share` of each label's families, never its last two, and never
     one whose removal would leave an argument field it teaches without a training family (the held-out set
-    measures new phrasings, not fields the adapter was never shown)."""
+    measures new phrasings, not fields the adapter was never shown). The second writer's families are not drawn:
+    the held-out rows stay the same with or without them."""
     rng = random.Random(seed)
     held = set()
     for label in sorted(fams):
-        names = sorted(fams[label])
+        names = sorted(f for f in fams[label] if not f.startswith(TRAIN_ONLY))
         k = min(len(names) - 2, max(1, round(share * len(names)))) if len(names) >= 3 else (1 if label == "go_ahead" else 0)
         taught = {f: _fields(label, fams[label][f]) for f in names}
         for fam in rng.sample(names, len(names)):
@@ -251,13 +257,14 @@ def random_project(rng: random.Random, label: str):
 def make_rows(tools: dict, seed: int, per_family: int, held: set[str], per_held_family: int,
               start_id: int = 0) -> tuple[list[Row], list[Row]]:
     """(training rows, held-out rows): `per_family` rows from each kept family, `per_held_family` from each
-    held-out one."""
-    rng = random.Random(seed)
+    held-out one. The second writer's families draw from their own random stream, after the others: the rows of
+    phrasings.py's families, held-out ones included, are the same with or without them."""
     train, heldout = [], []
     fams = families(tools)
     next_id = start_id
-    for label in sorted(fams):
-        for fam in sorted(fams[label]):
+    for second, rng in ((False, random.Random(seed)), (True, random.Random(f"{seed}/{TRAIN_ONLY}"))):
+        for label, fam in [(lab, f) for lab in sorted(fams) for f in sorted(fams[lab])
+                           if f.startswith(TRAIN_ONLY) == second]:
             key = f"{label}/{fam}"
             templates = fams[label][fam]
             # a kept family renders each of its templates at least once: held_out_families counts on them

@@ -24,8 +24,7 @@ from typing import Iterator
 
 from assistant.brains import BrainUnavailable, TextDelta, ToolCall, TurnEnd, TurnRequest
 from assistant.brains import replies
-from assistant.brains.router import (ROUTER_DIR, RouteInput, RouteResult, Router, canonical, decide, regex_route,
-                                     stated_values)
+from assistant.brains.router import ROUTER_DIR, RouteInput, RouteResult, Router, canonical, decide, regex_route
 from assistant.workflow import FEW_SHOT_K
 
 PROSE_SYSTEM = ("You are ftpilot, a helpful assistant for fine-tuning small language models. Answer in one or two "
@@ -37,6 +36,9 @@ MAX_ARG_TOKENS = 96
 CLARIFY_MARGIN = 0.2
 MAX_PLAN_STEPS = 4
 CLAUSES = re.compile(r"(?:,\s*|\s+)(?:and then|then|after that|afterwards|and)\s+|;\s+", re.I)
+# A step another step of the plan already does: the audit reads the same rows and reports their format and count,
+# so "look through X and tell me if anything is wrong" is one audit, not inspect then audit.
+COVERED_BY = {"inspect_dataset": "audit_dataset"}
 
 
 def _tool_name(schema: dict) -> str:
@@ -251,8 +253,12 @@ class EmbeddedBrain:
         clauses = [c.strip(" ,.") for c in CLAUSES.split(text) if c and c.strip(" ,.")]
         if self.router is None or len(clauses) < 2 or len(clauses) > MAX_PLAN_STEPS:
             return None
-        results = [stated_values(r, c, tools)
-                   for r, c in zip(self._route([RouteInput.for_message(c, project) for c in clauses]), clauses)]
+        items = [RouteInput.for_message(c, project) for c in clauses]
+        lexical = self.lexical.route_proba(items) if self.lexical else [None] * len(items)
+        results = [decide(r, p, c, tools) for r, p, c in zip(self._route(items), lexical, clauses)]
+        results = [r for r in results if COVERED_BY.get(r.name) not in {x.name for x in results}]
+        if len(results) < 2:
+            return None
         names = [r.name for r in results]
         if any(r.error or r.name not in tools or r.margin < CLARIFY_MARGIN for r in results) or \
                 any(a == b for a, b in zip(names, names[1:])):

@@ -1,5 +1,6 @@
 """`ftpilot brain build` (train and install the router adapter), `ftpilot brain rescore` (the report's brain columns
-after a rule change) and `ftpilot brain route MESSAGE` (what the router decides for one message). JSON on stdout;
+after a rule change), `ftpilot brain measure FILE` (the router on requests written elsewhere) and `ftpilot brain
+route MESSAGE` (what the router decides for one message). JSON on stdout;
 progress on stderr."""
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def register(sub) -> None:
     s.add_argument("--refit-lexical", action="store_true",
                    help="fit the lexical classifier again from the build's data first (seconds)")
     s.set_defaults(handler=run_rescore)
+    m = bsub.add_parser("measure", help="the installed router on your own requests (JSON lines: message, name, "
+                        "arguments, optional project): accuracy with 95%% intervals, nothing written")
+    m.add_argument("requests")
+    m.add_argument("--install-dir", default=None, help="adapter dir (default: the shipped one)")
+    m.add_argument("--base", action="store_true", help="also the base model without the adapter (slower)")
+    m.set_defaults(handler=run_measure)
     r = bsub.add_parser("route", help="route one message: the router adapter, the lexical classifier, the brain's "
                         "decision from the two, and the keyword table")
     r.add_argument("message")
@@ -70,6 +77,28 @@ def run_rescore(args) -> int:
     emit({"rescored": str(where),
           "brain": {s: {m: d["routers"]["brain"][m]["value"] for m in ("tool_accuracy", "exact_call_accuracy")}
                     for s, d in report["sets"].items()}})
+    return 0
+
+
+def run_measure(args) -> int:
+    from assistant.brain_build.pipeline import measure
+    from assistant.brains.router import ROUTER_DIR
+    from assistant.cli import emit
+
+    where = Path(args.install_dir or ROUTER_DIR)
+    for need, what in ((where / "report.json", "build report"), (Path(args.requests), "requests file")):
+        if not need.is_file():
+            emit({"error": {"code": "not_found", "message": f"no {what} at {need}",
+                            "hint": "Pass a JSON-lines file of requests and an adapter folder that `ftpilot brain "
+                                    "build` wrote."}})
+            return 1
+    try:
+        out = measure(args.requests, where, args.base)
+    except (ValueError, KeyError, TypeError) as e:   # a line that is not a labelled request
+        emit({"error": {"code": "bad_input", "message": f"{args.requests}: {type(e).__name__}: {e}",
+                        "hint": 'Each line: {"message": ..., "name": label, "arguments": {...}}.'}})
+        return 1
+    emit(out)
     return 0
 
 
