@@ -535,6 +535,18 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
      {"train_path": "p.jsonl", "method": "orpo"}),
     ("list_runs", {}, "Which of my training jobs blew up?", {"status": "failed"}),
     ("create_sample_dataset", {}, "set me up with the ticket preference demo", {"task": "tickets_preferences"}),
+    # contamination and evaluation in other words; one path the words make the output; the count asked for
+    ("clean_dataset", {"path": "a.jsonl"}, "drop the rows of a.jsonl that appear in b.jsonl",
+     {"path": "a.jsonl", "eval_path": "b.jsonl"}),
+    ("train_dpo", {"train_path": "p.jsonl"}, "run ORPO on p.jsonl, evaluate on q.jsonl",
+     {"train_path": "p.jsonl", "eval_path": "q.jsonl", "method": "orpo"}),
+    ("train_sft", {"train_path": "r.jsonl"}, "fine-tune on r.jsonl and track eval loss on d.jsonl",
+     {"train_path": "r.jsonl", "eval_path": "d.jsonl"}),
+    ("clean_dataset", {"path": "o/c.jsonl"}, "make a clean copy of my data, output to o/c.jsonl",
+     {"out_path": "o/c.jsonl"}),
+    ("generate_synthetic", {}, "I have 40 examples, synthesize 1000 new ones", {"n": 1000}),
+    ("list_runs", {"status": "succeeded"}, "which runs succeeded? just the top 3", {"status": "succeeded", "limit": 3}),
+    ("plan_training", {}, "how much memory would a full fine-tune need?", {"method": "full"}),
     # a tool without a field for the path's role: the path is what it works on
     ("split_dataset", {}, "listen, make a holdout from files/t.jsonl", {"path": "files/t.jsonl"}),
     ("split_dataset", {"eval_rows": 5}, "Reserve 5 examples of c/r.jsonl for validation",

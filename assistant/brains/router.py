@@ -71,7 +71,8 @@ SURFACES = {
                                         "tickets_preferences": ["preference", "preference-pair", "ticket preference"]},
 }
 # Verb phrases the reader also knows, which the data's templates ("show the {status} runs") cannot use.
-READ_ALSO = {("list_runs", "status"): {"failed": ["blew up", "died", "broke"]}}
+READ_ALSO = {("list_runs", "status"): {"failed": ["blew up", "died", "broke"]},
+             ("plan_training", "method"): {"full": ["full fine-tune", "full finetune"]}}   # as train_sft reads them
 ROUTER_DIR = Path(__file__).resolve().parent / "router_model"   # the shipped adapter, its card and report
 PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
@@ -629,10 +630,14 @@ def _next_tool(context: str) -> str | None:
 
 # --- values the message states in so many words -------------------------------------------------------------
 
-_COUNT = re.compile(r"\b(\d{1,6})\s+(?:[a-z-]+\s+){0,2}?(?:examples?|rows?|records?|samples?|items?|entries|lines|"
-                    r"runs?|jobs?|pairs?|conversations?|questions?|more)\b")
+_COUNT = re.compile(r"\b(\d{1,6})\s+((?:[a-z-]+\s+){0,2}?)(?:examples?|rows?|records?|samples?|items?|entries|"
+                    r"lines|runs?|jobs?|pairs?|conversations?|questions?|ones|more)\b|"
+                    r"\b(?:top|first|last|latest)\s+(\d{1,6})\b")
+_NEW = re.compile(r"\b(?:new|more|extra|additional|fresh)\b")
 _PERCENT = re.compile(r"(?<![\w.])(\d{1,2}(?:\.\d+)?)\s*(?:%|percent\b)")
 _BEFORE_EVAL = re.compile(r"(?:\bleak(?:s|ing|ed)? into|\boverlap(?:s|ping)?(?: with)?|\bagainst|\bvalidat\w* on|"
+                          r"\b(?:appears?|appearing|shows? up|showing up|occurs?) in|"
+                          r"\b(?:evaluat\w*|test\w*) (?:it |them |the model )?on|\beval(?:uation)? loss on|"
                           r"\b(?:eval|evaluation|validation|test|dev|holdout)(?: set| file| data| split)?"
                           r"(?: is| =|:| in| from)?)\s+$")
 _AFTER_EVAL = re.compile(r"^\s*(?:as|for|to) (?:the |my |an? )?(?:eval|validation|test|dev|holdout)|"
@@ -658,8 +663,8 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     low = message.lower()
     said = _numbers_in(low)
     found: dict = {}
-    if (count := COUNT_FIELD.get(res.name)) in fields and (m := _COUNT.search(low)):
-        found[count] = int(m.group(1))
+    if (count := COUNT_FIELD.get(res.name)) in fields and (n := _stated_count(low)) is not None:
+        found[count] = n
     if share := _share_field(props, fields):   # "20%", else the one bare decimal below 1 ("hold out 0.05")
         if m := _PERCENT.search(low):
             found[share] = float(m.group(1)) / 100
@@ -687,6 +692,14 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     return res if ordered == res.arguments else replace(res, arguments=ordered)
 
 
+def _stated_count(low: str) -> int | None:
+    """The count the message asks for: "50 more", "1000 new ones", "the first 5 rows", "the top 3"; of several,
+    the one said to be new ("I only have 40 examples, make 1000 new ones" asks for 1000)."""
+    counts = [(int(m.group(1) or m.group(3)), bool(m.group(2) and _NEW.search(m.group(2)) or
+                                                   m.group(0).endswith("more"))) for m in _COUNT.finditer(low)]
+    return next((n for n, new in counts if new), counts[0][0] if counts else None)
+
+
 def path_role(message: str, path: str) -> str:
     """What the words around a path make it: "eval" (leak into X, against X, X for eval), "out" (into X, write
     X, save as X) or "main"."""
@@ -712,7 +725,7 @@ def _place_paths(args: dict, fields: tuple[str, ...], paths: list[str], message:
         if target and target not in placed:
             placed[target] = p
     wrong = [f for f, v in args.items() if is_path_field(f) and v in placed.values() and placed.get(f) != v]
-    if wrong and len(placed) > 1:   # the router's paths contradict the words: the words' placement replaces them
+    if wrong:   # the router's paths contradict the words ("output to X" is no input): the words' placement wins
         args = {k: v for k, v in args.items() if not is_path_field(k)}
     main = by_role["main"]
     if main in args and main in placed and args[main] not in paths:   # a path the person names beats a remembered one
