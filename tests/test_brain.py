@@ -672,3 +672,12 @@ def test_measure_cli_says_what_is_wrong_instead_of_a_traceback(workspace, capsys
     bad.write_text('{"text": "audit a.jsonl"}\n')
     assert main(["brain", "measure", str(bad), "--install-dir", str(ROUTER_DIR)]) == 1
     assert json.loads(capsys.readouterr().out)["error"]["code"] == "bad_input"
+
+
+def test_a_damaged_lexical_classifier_leaves_the_adapter_deciding(tmp_path):
+    from assistant.brains.embedded import EmbeddedBrain
+
+    _lexical(tmp_path)
+    (tmp_path / "lexical" / "lexical.safetensors").write_bytes(b"not safetensors")
+    assert EmbeddedBrain._load_lexical(tmp_path / "lexical") is None
+    assert EmbeddedBrain._load_lexical(tmp_path / "nothing") is None

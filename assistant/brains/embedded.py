@@ -15,6 +15,7 @@ The model is the transformers engine's (runtime.engines.get_engine): the app hol
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -31,6 +32,7 @@ PROSE_SYSTEM = ("You are ftpilot, a helpful assistant for fine-tuning small lang
                 "short sentences.")
 MAX_PROSE_TOKENS = 48
 MAX_ARG_TOKENS = 96
+log = logging.getLogger("ftpilot.brain")
 # Ask instead of calling when the best label's probability beats the runner-up's by less than this
 # (the build report's table shows what each threshold asks and what it saves).
 CLARIFY_MARGIN = 0.2
@@ -98,12 +100,10 @@ class EmbeddedBrain:
             try:
                 self.router = self.local = Router(adapter, self.model_name)
                 self.router.load()
-                from assistant.brains.lexical import LexicalRouter
-
-                self.lexical = LexicalRouter.load(adapter)
             except Exception as e:  # noqa: BLE001 - e.g. an adapter for another base model: say so, keep working
                 self.router = self.local = None
                 self.fallback = f"the router adapter did not load ({type(e).__name__}: {e})"
+            self.lexical = self._load_lexical(adapter) if self.router else None
         self.state = "ready" if self.router else f"ready, keyword routing: {self.fallback}"
         self.ready = True
         if self.serve and self.router is not None:
@@ -111,6 +111,17 @@ class EmbeddedBrain:
 
             self.state = "starting vLLM (in-process answers meanwhile)"
             threading.Thread(target=self._start_server, daemon=True, name="brain-vllm").start()
+
+    @staticmethod
+    def _load_lexical(adapter: Path):
+        """The classifier beside the adapter; without it (or scikit-learn) the adapter decides alone."""
+        try:
+            from assistant.brains.lexical import LexicalRouter
+
+            return LexicalRouter.load(adapter)
+        except Exception as e:  # noqa: BLE001 - a damaged file or a missing package must not stop the brain
+            log.warning("lexical classifier not loaded: %s: %s", type(e).__name__, e)
+            return None
 
     def _start_server(self) -> None:
         """Start (or join) the managed vLLM server, serve the router adapter on it, then route through it."""
@@ -194,7 +205,8 @@ class EmbeddedBrain:
                 return
         item = RouteInput.for_message(text, project)
         if self.router:
-            res = decide(self._route([item])[0], self.lexical.route_proba([item])[0] if self.lexical else None, text, tools)
+            lexical = self.lexical.route_proba([item])[0] if self.lexical else None
+            res = decide(self._route([item])[0], lexical, text, tools)
         else:
             res = regex_route(item, tools)
         via = " (the lexical classifier was surer)" if res.source.endswith("+lexical") else ""
