@@ -20,13 +20,12 @@ import json
 import os
 import sys
 import time
-import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from assistant.brain_build import evaluation as ev
 from assistant.brains.lexical import LexicalRouter
-from assistant.brains.router import (NEXT_STEP, ROUTER_DIR, RouteInput, RouteResult, Router, decide, regex_route,
+from assistant.brains.router import (NEXT_STEP, ROUTER_DIR, RouteInput, Router, decide, lexical_call, regex_route,
                                      stated_values)
 
 HERE = Path(__file__).resolve().parent
@@ -205,12 +204,9 @@ class Build:
         lexical = LexicalRouter.load(installed["dir"])
         out: dict = {"sets": {}, "predictions": {}}
         for set_name, cases in sets.items():
-            preds = {}
-            for rname, router in routers.items():
-                self.say(f"[brain build]   routing {len(cases)} {set_name} requests with {rname}")
-                items = [c.item for c in cases]
-                preds[rname] = [regex_route(i, self.tools) for i in items] if router is None else \
-                    router.route_batch(items)
+            preds = route_all(routers, cases, self.tools,
+                              lambda rname: self.say(f"[brain build]   routing {len(cases)} {set_name} requests with "
+                                                     f"{rname}"))
             out["sets"][set_name], out["predictions"][set_name] = score_set(cases, preds, self.tools, lexical)
         out["latency"] = self.latency(routers["adapter"], sets["heldout_families"][: cfg.latency_rows])
         out["perplexity"] = self.perplexity(data["heldout"], installed, run)
@@ -306,10 +302,10 @@ def score_set(cases: list, preds: dict, tools: dict, lexical: LexicalRouter) -> 
     paired differences, margin tables, styles, mistakes, and the predictions."""
     a, x = preds["adapter"], preds["regex"]
     probs = lexical.route_proba([c.item for c in cases])
-    preds = {**preds, "lexical": [stated_values(_top(p), c.item.message, tools) for p, c in zip(probs, cases)],
+    preds = {**preds, "lexical": [stated_values(lexical_call(p), c.item.message, tools) for p, c in zip(probs, cases)],
              "brain": [decide(r, p, c.item.message, tools) for r, p, c in zip(a, probs, cases)]}
     summary = {name: ev.score(cases, res, tools) for name, res in preds.items()}
-    deltas = {f"adapter-{r}": ev.paired(summary[r], summary["adapter"]) for r in summary if r in MODEL_COLUMNS[:2]}
+    deltas = {f"adapter-{r}": ev.paired(summary[r], summary["adapter"]) for r in summary if r in ("regex", "base")}
     deltas.update({f"{r}-regex": ev.paired(summary["regex"], summary[r]) for r in RULE_COLUMNS})
     deltas["brain-adapter"] = ev.paired(summary["adapter"], summary["brain"])
     section = {"routers": {k: ev.public(v) for k, v in summary.items()}, "deltas": deltas,
@@ -321,9 +317,14 @@ def score_set(cases: list, preds: dict, tools: dict, lexical: LexicalRouter) -> 
     return section, records
 
 
-def _top(proba: dict[str, float]) -> RouteResult:
-    first, second = sorted(proba.items(), key=lambda kv: -kv[1])[:2]
-    return RouteResult(first[0], {}, first[1], second[0], second[1], source="lexical")
+def route_all(routers: dict, cases: list, tools: dict, say=lambda _name: None) -> dict:
+    """Each router's calls on the cases; None stands for the keyword table."""
+    items = [c.item for c in cases]
+    out = {}
+    for name, router in routers.items():
+        say(name)
+        out[name] = [regex_route(i, tools) for i in items] if router is None else router.route_batch(items)
+    return out
 
 
 LINEAR = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
@@ -399,16 +400,13 @@ def measure(requests: str | Path, install_dir: str | Path = ROUTER_DIR, base: bo
     routers = {"regex": None, "adapter": Router(dest, report["config"]["model"], tools, report["data"]["labels"])}
     if base:
         routers["base"] = Router(None, report["config"]["model"], tools, report["data"]["labels"])
-    items = [c.item for c in cases]
-    preds = {name: [regex_route(i, tools) for i in items] if r is None else r.route_batch(items)
-             for name, r in routers.items()}
-    section, _ = score_set(cases, preds, tools, LexicalRouter.load(dest))
+    section, _ = score_set(cases, route_all(routers, cases, tools), tools, LexicalRouter.load(dest))
     return {"requests": str(requests), "n": len(cases), "routers": section["routers"], "deltas": section["deltas"],
             "brain_mistakes": section["brain_mistakes"]}
 
 
 def _refit_lexical(report: dict, dest: Path) -> dict:
-    names = {f.name for f in dataclasses.fields(BuildConfig)}
+    names = {f.name for f in fields(BuildConfig)}
     cfg = BuildConfig(**{k: v for k, v in report["config"].items() if k in names and v is not None},
                       install_dir=str(dest))
     b = Build(cfg)

@@ -599,17 +599,23 @@ def combine(routed: RouteResult, lexical: dict[str, float] | None, tools: dict) 
     lexical = {k: v for k, v in (lexical or {}).items() if k in tools or k in REPLY_LABELS}
     if not lexical:
         return routed
-    best = max(lexical, key=lexical.get)
-    lead = lexical[best] - lexical.get(routed.name, 0.0)
-    if routed.error is None and (best == routed.name or lead <= routed.margin):
+    own = lexical_call(lexical)   # its margin is its own, not a tie with the router's same label
+    lead = own.p_best - lexical.get(routed.name, 0.0)
+    if routed.error is None and (own.name == routed.name or lead <= routed.margin):
         return routed
     # the router's values that fit the new tool, less its paths: a path's role depends on the tool (the one path
     # of `evaluate` is its eval set, of `train_sft` its training set), so `stated_values` places them again
-    fields = routable_fields(tools[best]) if best in tools and not routed.error else ()   # cut off: none kept
-    kept = {k: v for k, v in routed.arguments.items() if k in fields and (best == routed.name or not is_path_field(k))}
-    second = max((k for k in lexical if k != best), key=lexical.get, default=None)   # its margin, not a tie with itself
-    return RouteResult(best, kept, lexical[best], second, lexical.get(second, 0.0), routed.seconds,
-                       f"{routed.source}+lexical", None, routed.text)
+    fields = routable_fields(tools[own.name]) if own.name in tools and not routed.error else ()   # cut off: none kept
+    kept = {k: v for k, v in routed.arguments.items()
+            if k in fields and (own.name == routed.name or not is_path_field(k))}
+    return replace(own, arguments=kept, seconds=routed.seconds, source=f"{routed.source}+lexical", text=routed.text)
+
+
+def lexical_call(proba: dict[str, float]) -> RouteResult:
+    """The lexical classifier's own call: its best label without arguments, with its runner-up."""
+    ranked = sorted(proba.items(), key=lambda kv: -kv[1])
+    second, p_second = ranked[1] if len(ranked) > 1 else (None, 0.0)
+    return RouteResult(ranked[0][0], {}, ranked[0][1], second, p_second, source="lexical")
 
 
 def decide(routed: RouteResult, lexical: dict[str, float] | None, message: str, tools: dict) -> RouteResult:
