@@ -71,19 +71,25 @@ def test_data_covers_the_live_registry_and_holds_out_whole_families():
     assert [r.record() for r in _rows()[3]] == [r.record() for r in train]
 
 
-def test_the_second_writers_families_are_trained_on_and_leave_the_held_out_rows_alone(monkeypatch):
-    """Builds with and without them measure the same held-out requests: their rows come from their own random
-    stream (they shifted every held-out row's paths, typos and project state when they shared one)."""
+def test_other_writers_families_are_trained_on_and_leave_the_held_out_rows_alone(monkeypatch):
+    """Builds with and without them measure the same held-out requests: each writer's rows come from the writer's
+    own random stream (the second writer's shifted every held-out row's paths, typos and project state when they
+    shared one), so adding or dropping one writer changes no other row."""
     from assistant.brain_build import data
 
     tools, fams, held, train, heldout = _rows()
-    assert not any(f.split("/")[1].startswith(data.TRAIN_ONLY) for f in held)
-    assert sum(r.family.split("/")[1].startswith(data.TRAIN_ONLY) for r in train) >= 300
-    monkeypatch.setattr(data, "SECOND_WRITER", {})
-    _, _, held_alone, train_alone, heldout_alone = _rows()
+    assert not any(data.writer_of(f.split("/")[1]) for f in held)
+    for prefix in data.WRITERS:
+        assert sum(data.writer_of(r.family.split("/")[1]) == prefix for r in train) >= 300, prefix
+    dropped = "w4_"
+    kept = [r.record() for r in train if data.writer_of(r.family.split("/")[1]) != dropped]
+    monkeypatch.setattr(data, "WRITERS", {k: v for k, v in data.WRITERS.items() if k != dropped})
+    _, _, held_without, train_without, heldout_without = _rows()
+    assert held_without == held and [r.record() for r in heldout_without] == [r.record() for r in heldout]
+    assert [r.record() for r in train_without] == kept
+    monkeypatch.setattr(data, "WRITERS", {})
+    _, _, held_alone, _, heldout_alone = _rows()
     assert held_alone == held and [r.record() for r in heldout_alone] == [r.record() for r in heldout]
-    assert [r.record() for r in train_alone] == [r.record() for r in train
-                                                 if not r.family.split("/")[1].startswith(data.TRAIN_ONLY)]
 
 
 def test_a_tool_added_to_the_registry_gets_rows():
@@ -134,7 +140,7 @@ def test_the_keyword_table_misses_plain_requests():
         {"path": "data/train.jsonl"}
 
 
-@pytest.mark.parametrize("name", ["outside.jsonl", "outside2.jsonl"])
+@pytest.mark.parametrize("name", ["outside.jsonl", "outside2.jsonl", "outside3.jsonl"])
 def test_outside_requests_are_labelled_validly(name):
     from assistant.brain_build.evaluation import outside_cases
     from assistant.brain_build.pipeline import HERE
@@ -455,6 +461,32 @@ def test_lexical_classifier_saved_and_loaded_gives_the_same_probabilities(tmp_pa
     assert LexicalRouter.load(tmp_path / "nothing-here") is None
 
 
+def test_the_classifier_reads_paths_run_ids_and_numbers_as_placeholders(tmp_path):
+    """Their values are random in the rows: "support_chats.json" read as chat, "eval.jsonl" as evaluate."""
+    from assistant.brains.lexical import placeholders
+
+    said = placeholders("give data/support_chats.json a once-over, 20% held out, lr 2e-4, run 1a2b3c4d5e6f, v2")
+    assert "chat" not in said and "1a2b" not in said and "20" not in said and "2e-4" not in said
+    assert said.split() == ["give", "pathx", "a", "once-over,", "numx", "held", "out,", "lr", "numx", ",", "run",
+                            "jobx", ",", "v2"]
+    fitted, _ = _lexical(tmp_path)   # every path-free chat row still reads as chat; a path's letters do not
+    (p,) = fitted.proba_batch(["audit data/hello_there_thanks.jsonl"])
+    assert max(p, key=p.get) == "audit_dataset"
+
+
+def test_a_classifier_that_read_messages_otherwise_is_not_used(tmp_path, caplog):
+    from assistant.brains.embedded import EmbeddedBrain
+    from assistant.brains.lexical import FILES, LexicalRouter
+
+    _lexical(tmp_path)
+    spec = json.loads((tmp_path / "lexical" / FILES[0]).read_text())
+    spec.pop("text")   # as written before placeholders
+    (tmp_path / "lexical" / FILES[0]).write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="refit-lexical"):
+        LexicalRouter.load(tmp_path / "lexical")
+    assert EmbeddedBrain._load_lexical(tmp_path / "lexical") is None and "not loaded" in caplog.text
+
+
 def test_lexical_next_step_counts_for_the_projects_next_tool(tmp_path):
     _, lexical = _lexical(tmp_path)
     item = RouteInput("go ahead", "Project: data: train; next step clean_dataset")
@@ -551,6 +583,16 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
     ("split_dataset", {}, "listen, make a holdout from files/t.jsonl", {"path": "files/t.jsonl"}),
     ("split_dataset", {"eval_rows": 5}, "Reserve 5 examples of c/r.jsonl for validation",
      {"path": "c/r.jsonl", "eval_rows": 5}),
+    # a method or status no word of the message names was made up; one named in other words is kept
+    ("train_sft", {"method": "full", "max_steps": 10}, "teach the model with these examples, just 10 steps",
+     {"max_steps": 10}),
+    ("list_runs", {"status": "running", "limit": 3}, "show me only the 3 most recent jobs", {"limit": 3}),
+    ("train_dpo", {"method": "kto", "beta": 0.3}, "preference-optimise the model with beta 0.3", {"beta": 0.3}),
+    ("train_sft", {"method": "qlora"}, "fine-tune a.jsonl in 4-bit", {"train_path": "a.jsonl", "method": "qlora"}),
+    ("list_runs", {"status": "running"}, "anything still in progress?", {"status": "running"}),
+    # a split said as a ratio: the second part is the eval share
+    ("split_dataset", {"path": "d/t.jsonl"}, "split d/t.jsonl 80/20", {"path": "d/t.jsonl", "eval_fraction": 0.2}),
+    ("split_dataset", {"path": "d/t.jsonl"}, "split d/t.jsonl, 70/20 would be odd", {"path": "d/t.jsonl"}),
 ])
 def test_stated_values_fill_what_the_message_says_in_so_many_words(name, routed, message, want):
     from assistant.brains.router import stated_values

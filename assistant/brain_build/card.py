@@ -38,11 +38,13 @@ def report_markdown(r: dict) -> str:
              "Exact call: the right tool with exactly the expected arguments (defaults dropped, numbers compared "
              "by value). *base*: the bundled model without the adapter, prompted with the tool list, decoded the "
              "same way; *regex*: the keyword table the brain used before; *lexical*: a linear classifier over "
-             "the request's character and word n-grams, fitted on the adapter's training rows "
+             "the request's character and word n-grams (paths, run ids and numbers read as placeholders), fitted "
+             "on the adapter's training rows "
              "(assistant/brains/lexical.py), with the stated values below; *brain*: what the brain runs, the "
              "adapter's call unless the classifier prefers another label by more than the adapter's own label "
              "margin (`router.combine`; nothing tuned), then the values the message states in so many words "
-             "filled in and numbers the message does not contain dropped (assistant/brains/router.py "
+             "filled in and numbers or enum values the message does not contain dropped "
+             "(assistant/brains/router.py "
              "`stated_values`).", "",
              "## Differences (paired bootstrap, same requests)", "",
              "| requests | comparison | right tool | exact call |", "|---|---|---|---|"]
@@ -126,8 +128,10 @@ def data_card(r: dict) -> str:
              "per label (imperative, question, indirect, terse, path first, follow-ups, requests with a reason or "
              "context, synonyms, the tool's verb phrases in frames every tool shares, requests that name other steps "
              "in passing, requests that say the outcome wanted in everyday words; and, for training only, families "
-             "by a second writer who saw neither these nor the held-out ones: goals, situations, beginners, "
-             "non-native English), prefixes and suffixes (held-out "
+             "by other writers, each in a separate session that saw neither these, the held-out ones nor each "
+             "other's: goals, situations, beginners, non-native English (second writer); ML jargon and phone "
+             "shorthand (fourth); polite, indirect requests and other fields' words (fifth); questions and "
+             "problems described instead of actions (sixth)), prefixes and suffixes (held-out "
              "rows get their own), typos (about 15% of rows), argument values (paths, eval paths, steps, learning "
              "rates, methods, run ids) and random "
              "project states. "

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 
 from assistant.brain_build.phrasings import (CONVERSATIONAL, FRAMES, GO_AHEAD, MIXED, PHRASINGS, PLAIN, PREFIXES,
                                              SUFFIXES, VERBS)
+from assistant.brain_build.fifth_writer import FIFTH_WRITER
+from assistant.brain_build.fourth_writer import FOURTH_WRITER
 from assistant.brain_build.second_writer import SECOND_WRITER
+from assistant.brain_build.sixth_writer import SIXTH_WRITER
 from assistant.brains.router import (COUNT_FIELD, NEXT_STEP, REPLY_LABELS, SURFACES, RouteInput, call_text,
                                      canonical, routable_fields)
 
@@ -42,7 +45,9 @@ EXTS = ["jsonl"] * 6 + ["json", "csv", "parquet", "txt"]
 TYPO_RATE = 0.15             # rows with a slip (0.3 in training rows measured no better: held-out 0.82, outside 0.83)
 WRAP_RATE = 0.35             # share of rows with a prefix or suffix around the request
 WEIGHT = {"go_ahead": 3}     # follow-ups need the project line to answer: more rows
-TRAIN_ONLY = "w2_"           # the second writer's families (second_writer.py): trained on, never held out
+# Families by other writers (separate sessions that saw neither phrasings.py nor each other's work), by prefix:
+# trained on, never held out, each rendered from its own random stream. (The third writer wrote outside2.jsonl.)
+WRITERS = {"w2_": SECOND_WRITER, "w4_": FOURTH_WRITER, "w5_": FIFTH_WRITER, "w6_": SIXTH_WRITER}
 
 
 @dataclass
@@ -88,11 +93,17 @@ def families(tools: dict) -> dict[str, dict[str, list[str]]]:
     for label, templates in PLAIN.items():
         if label in out:
             out[label]["plain"] = templates
-    out["go_ahead"] = GO_AHEAD
-    for label, fams in SECOND_WRITER.items():
-        if label in out:
-            out[label].update({TRAIN_ONLY + name: templates for name, templates in fams.items()})
+    out["go_ahead"] = dict(GO_AHEAD)   # a copy: the writers below must not add to phrasings.py's own dict
+    for prefix, writer in WRITERS.items():
+        for label, fams in writer.items():
+            if label in out:
+                out[label].update({prefix + name: templates for name, templates in fams.items()})
     return out
+
+
+def writer_of(family: str) -> str:
+    """The prefix of the other writer who wrote a family (its name without the label), "" for phrasings.py's."""
+    return next((p for p in WRITERS if family.startswith(p)), "")
 
 
 def composed(label: str, verbs: list[str], frames_per_verb: int = 2) -> list[str]:
@@ -104,12 +115,12 @@ def composed(label: str, verbs: list[str], frames_per_verb: int = 2) -> list[str
 def held_out_families(fams: dict[str, dict[str, list[str]]], seed: int, share: float = 0.25) -> set[str]:
     """Whole families kept out of training: about `share` of each label's families, never its last two, and never
     one whose removal would leave an argument field it teaches without a training family (the held-out set
-    measures new phrasings, not fields the adapter was never shown). The second writer's families are not drawn:
-    the held-out rows stay the same with or without them."""
+    measures new phrasings, not fields the adapter was never shown). Other writers' families are not drawn: the
+    held-out rows stay the same with or without them."""
     rng = random.Random(seed)
     held = set()
     for label in sorted(fams):
-        names = sorted(f for f in fams[label] if not f.startswith(TRAIN_ONLY))
+        names = sorted(f for f in fams[label] if not writer_of(f))
         k = min(len(names) - 2, max(1, round(share * len(names)))) if len(names) >= 3 else (1 if label == "go_ahead" else 0)
         taught = {f: _fields(label, fams[label][f]) for f in names}
         for fam in rng.sample(names, len(names)):
@@ -257,14 +268,15 @@ def random_project(rng: random.Random, label: str):
 def make_rows(tools: dict, seed: int, per_family: int, held: set[str], per_held_family: int,
               start_id: int = 0) -> tuple[list[Row], list[Row]]:
     """(training rows, held-out rows): `per_family` rows from each kept family, `per_held_family` from each
-    held-out one. The second writer's families draw from their own random stream, after the others: the rows of
-    phrasings.py's families, held-out ones included, are the same with or without them."""
+    held-out one. Each other writer's families draw from that writer's own random stream, after the others: the
+    rows of phrasings.py's families, held-out ones included, and of each writer are the same with or without
+    another writer."""
     train, heldout = [], []
     fams = families(tools)
     next_id = start_id
-    for second, rng in ((False, random.Random(seed)), (True, random.Random(f"{seed}/{TRAIN_ONLY}"))):
-        for label, fam in [(lab, f) for lab in sorted(fams) for f in sorted(fams[lab])
-                           if f.startswith(TRAIN_ONLY) == second]:
+    for writer in ["", *WRITERS]:
+        rng = random.Random(f"{seed}/{writer}" if writer else seed)
+        for label, fam in [(lab, f) for lab in sorted(fams) for f in sorted(fams[lab]) if writer_of(f) == writer]:
             key = f"{label}/{fam}"
             templates = fams[label][fam]
             # a kept family renders each of its templates at least once: held_out_families counts on them

@@ -71,8 +71,17 @@ SURFACES = {
                                         "tickets_preferences": ["preference", "preference-pair", "ticket preference"]},
 }
 # Verb phrases the reader also knows, which the data's templates ("show the {status} runs") cannot use.
-READ_ALSO = {("list_runs", "status"): {"failed": ["blew up", "died", "broke"]},
-             ("plan_training", "method"): {"full": ["full fine-tune", "full finetune"]}}   # as train_sft reads them
+_QUANTIZED = ["4-bit", "4bit", "quantized", "quantised", "4-bit lora"]
+_ALL_WEIGHTS = ["full fine-tune", "full finetune", "full-parameter", "full parameter", "all the weights", "all weights"]
+READ_ALSO = {("list_runs", "status"): {"failed": ["blew up", "died", "broke", "failures"],
+                                       "running": ["in progress", "ongoing", "still going"],
+                                       "succeeded": ["successful"], "cancelled": ["killed", "aborted"],
+                                       "queued": ["pending"]},
+             ("train_sft", "method"): {"qlora": _QUANTIZED, "full": _ALL_WEIGHTS},
+             ("plan_training", "method"): {"qlora": _QUANTIZED, "full": _ALL_WEIGHTS},
+             ("distill", "mode"): {"gkd": ["on-policy"], "sequence": ["seq-level"]},
+             ("generate_synthetic", "method"): {"self_instruct": ["self instruct"],
+                                                "evol_instruct": ["evol instruct"]}}
 ROUTER_DIR = Path(__file__).resolve().parent / "router_model"   # the shipped adapter, its card and report
 PREFIX = '{"name": "'
 ARGS_KEY = ' "arguments":'
@@ -641,6 +650,7 @@ _COUNT = re.compile(r"\b(\d{1,6})\s+((?:[a-z-]+\s+){0,2}?)(?:examples?|rows?|rec
                     r"\b(?:top|first|last|latest)\s+(\d{1,6})\b")
 _NEW = re.compile(r"\b(?:new|more|extra|additional|fresh)\b")
 _PERCENT = re.compile(r"(?<![\w.])(\d{1,2}(?:\.\d+)?)\s*(?:%|percent\b)")
+_RATIO = re.compile(r"(?<![\w./])(\d{2})\s*/\s*(\d{1,2})(?![\w./])")
 _BEFORE_EVAL = re.compile(r"(?:\bleak(?:s|ing|ed)? into|\boverlap(?:s|ping)?(?: with)?|\bagainst|\bvalidat\w* on|"
                           r"\b(?:appears?|appearing|shows? up|showing up|occurs?) in|"
                           r"\b(?:evaluat\w*|test\w*) (?:it |them |the model )?on|\beval(?:uation)? loss on|"
@@ -653,12 +663,13 @@ _BEFORE_OUT = re.compile(r"\b(?:into|to|as|write|save|output|put (?:it|them) in)
 
 def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     """The routed call with the fields it left out filled from values the message states in so many words: a
-    count with its noun ("50 more", "the first 5 rows"), a percentage for the eval share, a number with its name
-    ("60 steps", "lr 1e-4"), the one run id or the one enum word the message names, an output path after
-    "to/into/as", an eval set after "leak into"/"against" or before "for eval", the one path it names when the
-    router wrote none; a path the router put in the wrong role by those words moves to its role. The model reads
-    intent well and copies literals less well; a literal read exactly is never a guess. What the router wrote is
-    kept, except a number the message does not contain and an enum value other than the one the message names."""
+    count with its noun ("50 more", "the first 5 rows"), a percentage or a ratio ("80/20") for the eval share, a
+    number with its name ("60 steps", "lr 1e-4"), the one run id or the one enum word the message names, an
+    output path after "to/into/as", an eval set after "leak into"/"against" or before "for eval", the one path it
+    names when the router wrote none; a path the router put in the wrong role by those words moves to its role.
+    The model reads intent well and copies literals less well; a literal read exactly is never a guess. What the
+    router wrote is kept, except a number the message does not contain, an enum value other than the one the
+    message names, and an enum value where the message names none (a method or status the model made up)."""
     tool = tools.get(res.name)
     if tool is None or res.error:
         return res
@@ -674,16 +685,20 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     if share := _share_field(props, fields):   # "20%", else the one bare decimal below 1 ("hold out 0.05")
         if m := _PERCENT.search(low):
             found[share] = float(m.group(1)) / 100
+        elif (m := _RATIO.search(low)) and int(m.group(1)) + int(m.group(2)) == 100:   # "80/20": the eval part
+            found[share] = int(m.group(2)) / 100
         elif (v := _one_share(said)) is not None:
             found[share] = v
     named = _named_numbers(low, tool.name, props, fields)
     found.update({k: v for k, v in named.items() if k not in found})
-    named_enums = {}
+    named_enums, unnamed = {}, set()
     for f in fields:
         also = READ_ALSO.get((res.name, f), {})
         words = {v: ws + also.get(v, []) for v, ws in SURFACES.get((res.name, f), {}).items()}
         if words and (v := _one_enum_value(low, words)) is not None:
             named_enums[f] = v
+        elif words and not _names_any(low, words):
+            unnamed.add(f)
     found.update(named_enums)
     from assistant.workflow import mentioned_job_ids, mentioned_paths
 
@@ -692,7 +707,8 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     arguments, placed = _place_paths(res.arguments, fields, mentioned_paths(message), message)
     found.update(placed)
     kept = {k: v for k, v in arguments.items()   # a number the message lacks was made up; one named for another field
-            if not _is_number(v) or (said[float(v)] > 0 and not _named_elsewhere(k, v, named, said))}
+            if (not _is_number(v) or (said[float(v)] > 0 and not _named_elsewhere(k, v, named, said)))
+            and k not in unnamed}                   # as is a method or status no word of the message names
     args = {**{k: v for k, v in found.items() if k not in kept}, **kept, **named_enums}   # the one value named wins
     ordered = canonical(tool, {k: args[k] for k in fields if k in args})
     return res if ordered == res.arguments else replace(res, arguments=ordered)
@@ -782,6 +798,11 @@ def _named_numbers(low: str, tool_name: str, props: dict, fields: tuple[str, ...
 
 
 _NOT_THIS = re.compile(r"(?:\binstead of|\brather than|\bnot|\bthan)\s+(?:the\s+|a\s+|plain\s+|usual\s+)*$")
+
+
+def _names_any(low: str, surfaces: dict[str, list[str]]) -> bool:
+    """Whether the text names any of the enum's values, as a word ("qlora", "4-bit", "failed")."""
+    return any(re.search(rf"(?<![\w-]){re.escape(w.lower())}(?![\w])", low) for ws in surfaces.values() for w in ws)
 
 
 def _one_enum_value(low: str, surfaces: dict[str, list[str]]) -> str | None:
