@@ -800,9 +800,14 @@ def _named_numbers(low: str, tool_name: str, props: dict, fields: tuple[str, ...
 _NOT_THIS = re.compile(r"(?:\binstead of|\brather than|\bnot|\bthan)\s+(?:the\s+|a\s+|plain\s+|usual\s+)*$")
 
 
+def _as_word(word: str) -> str:
+    """The pattern of an enum word standing on its own ("lora" not inside "qlora" or "4-bit-lora")."""
+    return rf"(?<![\w-]){re.escape(word.lower())}(?![\w])"
+
+
 def _names_any(low: str, surfaces: dict[str, list[str]]) -> bool:
     """Whether the text names any of the enum's values, as a word ("qlora", "4-bit", "failed")."""
-    return any(re.search(rf"(?<![\w-]){re.escape(w.lower())}(?![\w])", low) for ws in surfaces.values() for w in ws)
+    return any(re.search(_as_word(w), low) for ws in surfaces.values() for w in ws)
 
 
 def _one_enum_value(low: str, surfaces: dict[str, list[str]]) -> str | None:
@@ -812,7 +817,7 @@ def _one_enum_value(low: str, surfaces: dict[str, list[str]]) -> str | None:
     spans: list[tuple[int, int]] = []
     named = set()
     for word, value in sorted(((w.lower(), v) for v, ws in surfaces.items() for w in ws), key=lambda x: -len(x[0])):
-        for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w])", low):
+        for m in re.finditer(_as_word(word), low):
             if not any(a < m.end() and m.start() < b for a, b in spans):
                 spans.append((m.start(), m.end()))
                 if not _NOT_THIS.search(low[:m.start()]):
