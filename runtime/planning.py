@@ -39,6 +39,10 @@ CUDA_MAX_BATCH = 64          # "fill the card" stops here: past it a bigger batc
 # Sustained training throughput measured for a 0.82B LoRA run on an H200 (issue 12: ~0.33 s for 8 rows of ~800
 # padded tokens at ~4 x params FLOP per token): a rough per-GPU rate until the pre-flight measures the real one.
 CUDA_FLOPS_ASSUMED = 65e12
+# Sustained training FLOP/s per CPU core, measured with train_sft (LoRA r16 on the bundled 135M, batch 16 of ~66
+# tokens, AVX-512 EPYC with native bf16): 400 tokens/s in bf16 (2.7 s a step), 224 in fp32, on 2 cores
+CPU_BF16_FLOPS = 1.0e11
+CPU_FP32_FLOPS = 5.5e10
 
 
 @dataclass
@@ -133,8 +137,9 @@ class Target:
 
 def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, gradient_checkpointing: bool,
              bf16: bool = False, lora_r: int = LORA_R, device: str = "cpu", lora_dropout: float = LORA_DROPOUT,
-             chunked_ce: bool = True) -> dict:
-    """Peak memory in MB, by part, for batches padded to `seq_len` tokens."""
+             chunked_ce: bool = True, answer_share: float = 1.0) -> dict:
+    """Peak memory in MB, by part, for batches padded to `seq_len` tokens; on a CPU the LM head's logits cover
+    `answer_share` of them (see plan_for's `answers_only`)."""
     wbytes = 2 if bf16 else 4
     if method == "qlora":
         # nf4 with double quant: ~0.5 byte per weight + ~0.127 bit/weight of constants; embeddings stay dense.
@@ -153,6 +158,7 @@ def estimate(shape: ModelShape, method: str, *, batch_size: int, seq_len: int, g
         framework = 0.0
     else:
         activations, logits = _cpu_activations(shape, method, batch_size, seq_len, gradient_checkpointing, bf16)
+        logits *= answer_share
         framework, transient = CPU_FRAMEWORK_MB * MB, 0.0
     parts = {"framework_mb": framework, "weights_mb": weights, "optimizer_mb": optimizer,
              "activations_mb": activations + transient, "logits_mb": logits}
@@ -205,7 +211,7 @@ def _cpu_activations(shape: ModelShape, method: str, batch_size: int, seq_len: i
         activations = tokens * h * abytes * shape.layers + tokens * per_token_layer + attn_scores
     else:
         activations = (tokens * per_token_layer + attn_scores) * shape.layers
-    logits = tokens * shape.vocab * 4 * 4  # fp32 logits, log-softmax, their gradient, TRL's entropy/accuracy
+    logits = tokens * shape.vocab * 4 * 4  # fp32 logits, log-softmax, their gradient, the metrics' softmax
     return activations, logits
 
 
@@ -237,11 +243,22 @@ def token_stats(train_path: str | None, tokenizer_dir: str, max_length: int, sam
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     counted = tok([_render(tok, t) for t in texts], add_special_tokens=False)["input_ids"]
+    prompts = tok([_render(tok, t[:-1], prompt=True) if _answered(t) else "" for t in texts],
+                  add_special_tokens=False)["input_ids"]
+    scored = sum(len(ids) - len(p) if p else len(ids) for ids, p in zip(counted, prompts))
     # a cut row is longer than max_length by construction (its count is a lower bound)
     lengths = sorted(max(max_length + 1, len(ids)) if c else len(ids) for ids, c in zip(counted, cut))
     return {"rows": rows, "sampled": len(lengths), "mean_tokens": round(sum(lengths) / len(lengths), 1),
             "max_tokens": lengths[-1], "p95_tokens": lengths[int(0.95 * (len(lengths) - 1))],
-            "over_max_length": sum(n > max_length for n in lengths), "lengths": lengths}
+            "over_max_length": sum(n > max_length for n in lengths),
+            "answer_share": round(min(1.0, max(0.0, scored / max(1, sum(len(i) for i in counted)))), 3),
+            "lengths": lengths}
+
+
+def _answered(value) -> bool:
+    """A conversation whose last turn is the assistant's: SFT scores that answer alone."""
+    return isinstance(value, list) and len(value) > 1 and isinstance(value[-1], dict) \
+        and value[-1].get("role") == "assistant"
 
 
 def _row_text(rec: dict, cap: int):
@@ -259,11 +276,11 @@ def _row_text(rec: dict, cap: int):
     return cut_text(value, [cap]), 1
 
 
-def _render(tok, value) -> str:
+def _render(tok, value, prompt: bool = False) -> str:
     if isinstance(value, str):
         return value
     try:
-        return tok.apply_chat_template(value, tokenize=False)
+        return tok.apply_chat_template(value, tokenize=False, add_generation_prompt=prompt)
     except Exception:  # noqa: BLE001 - no chat template: plain concatenation
         return "\n".join(str(m.get("content", "")) for m in value)
 
@@ -287,8 +304,11 @@ def padded_length(stats: dict | None, seq_len: int, batch_size: int, grouped: bo
 def plan_for(model_path: str, method: str, *, seq_len: int = 512, train_path: str | None = None,
              batch_size: int | None = None, gradient_checkpointing: bool | None = None, lora_r: int = LORA_R,
              budget_mb: float | None = None, target_batch: int = 8, max_steps: int | None = None,
-             epochs: float = 1.0, columns: dict | None = None, target: dict | None = None) -> dict:
-    """A config that fits: precision, batch size, accumulation, checkpointing, QLoRA if needed, steps and time."""
+             epochs: float = 1.0, columns: dict | None = None, target: dict | None = None,
+             answers_only: bool = False) -> dict:
+    """A config that fits: precision, batch size, accumulation, checkpointing, QLoRA if needed, steps and time.
+    `answers_only`: the run projects only the answer's positions through the LM head on a CPU (SFT's plain head,
+    runtime/training/lm_head.py), so the logits scale with the answers' share of the tokens."""
     machine = Target.of(target)
     shape = ModelShape.from_dir(model_path)
     try:
@@ -300,14 +320,15 @@ def plan_for(model_path: str, method: str, *, seq_len: int = 512, train_path: st
     grouped = _group_by_length(stats, longest, mean_padded)
     if grouped:
         longest, mean_padded = padded_length(stats, seq_len, batch_size or target_batch, grouped=True)
+    share = (stats or {}).get("answer_share", 1.0) if answers_only else 1.0
     chosen, notes = _choose(shape, method, machine, budget_mb, longest, batch_size, gradient_checkpointing, lora_r,
-                            target_batch)
+                            target_batch, share)
     common = {"precision": "bf16" if machine.bf16 else "fp32", "budget_mb": round(budget_mb, 1),
               "token_stats": _public(stats), "target": asdict(machine), "seq_len": longest,
               "group_by_length": grouped, "shape": asdict(shape)}
     if chosen is None:
         est = estimate(shape, method, batch_size=1, seq_len=longest, gradient_checkpointing=True, bf16=machine.bf16,
-                       lora_r=lora_r, device=machine.device)
+                       lora_r=lora_r, device=machine.device, answer_share=share)
         return {"fits": False, "method": method, "estimate": est, "notes": notes, "batch_size": 1,
                 "grad_accum": target_batch, "gradient_checkpointing": True,
                 "reason": f"even batch 1 with checkpointing needs {est['total_mb']:.0f} MB of {budget_mb:.0f}",
@@ -337,7 +358,7 @@ def _group_by_length(stats: dict | None, longest: int, mean_padded: float) -> bo
     return 1 - stats["mean_tokens"] / max(mean_padded, 1) > 0.2
 
 
-def _choose(shape, method, machine, budget_mb, seq, batch_size, checkpointing, lora_r, target_batch):
+def _choose(shape, method, machine, budget_mb, seq, batch_size, checkpointing, lora_r, target_batch, answer_share):
     """(method, checkpointing, batch, estimate, reason) of the first candidate that fits, and notes.
 
     Order: the asked method without checkpointing at the largest batch up to the target (on a GPU: up to
@@ -353,7 +374,7 @@ def _choose(shape, method, machine, budget_mb, seq, batch_size, checkpointing, l
                 if not gc and checkpointing is None and not batch_size and bs < floor:
                     continue
                 est = estimate(shape, m, batch_size=bs, seq_len=seq, gradient_checkpointing=gc, bf16=machine.bf16,
-                               lora_r=lora_r, device=machine.device)
+                               lora_r=lora_r, device=machine.device, answer_share=answer_share)
                 if est["total_mb"] <= budget_mb:
                     why = (f"{m} at batch {bs}{' with checkpointing' if gc else ''} needs {est['total_mb']:.0f} MB of "
                            f"{budget_mb:.0f} MB" + ("" if bs == max(sizes) or batch_size else
@@ -368,11 +389,10 @@ def _choose(shape, method, machine, budget_mb, seq, batch_size, checkpointing, l
 
 
 def _seconds_per_step(shape: ModelShape, method: str, machine: Target, tokens: float, checkpointing: bool):
-    """A rough time per optimizer step: training FLOPs at a sustained rate (the pre-flight measures the real one).
-    CPU: ~4 s for batch 8 x ~48 tokens with LoRA on the 135M model on 2 cores, measured."""
+    """A rough time per optimizer step: training FLOPs at a sustained rate (the pre-flight measures the real one)."""
     flops_per_token = (6 if method == "full" else 4) * shape.params * (4 / 3 if checkpointing else 1)
     if machine.device == "cpu":
-        rate = 4e9 * max(1, machine.cpu_cores)
+        rate = (CPU_BF16_FLOPS if machine.bf16 else CPU_FP32_FLOPS) * max(1, machine.cpu_cores)
     else:
         rate = CUDA_FLOPS_ASSUMED * machine.gpu_count
     return round(flops_per_token * tokens / rate, 3)

@@ -96,6 +96,21 @@ def test_estimate_within_25_percent_of_measured_peak_rss(bundled_model_dir, work
     assert abs(estimated - measured) / measured < 0.25, (estimated, measured)
 
 
+def test_cpu_step_time_plan_is_near_a_real_runs(bundled_model_dir, workspace):
+    """The plan's time is what recommend quotes as training minutes: it was 14x too long here (71 s a step planned,
+    ~3 s measured for batch 16 of the router's rows)."""
+    from runtime.outputs import write_jsonl
+    from runtime.samples import ticket_records
+
+    write_jsonl(workspace / "train.jsonl", ticket_records(64, seed=6))
+    res = call_tool("train_sft", {"model": "default", "train_path": "train.jsonl", "max_steps": 4, "batch_size": 8,
+                                  "eval_rows": 0, "wait": True})
+    assert res.ok and res.output["status"] == "succeeded", res.output or res.error
+    m, plan = res.output["metrics"], res.output["plan"]
+    measured = m["train_runtime_s"] / m["global_step"]
+    assert 1 / 3 < plan["expected_s_per_step"] / measured < 3, (plan["expected_s_per_step"], measured)
+
+
 # --- CUDA: the H200 table of the GPU-training issue ---------------------------------------------------------
 
 def llama_082b(workspace, bundled_model_dir):

@@ -182,7 +182,8 @@ def build_config(config_cls, args: TrainCommon, model_path: str, plan_method: st
     seq_len = args.max_length or (defaults.LENGTH_CAP if sft else 512)
     plan = plan_for(model_path, plan_method, seq_len=seq_len, train_path=None if pairs else args.train_path,
                     batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
-                    lora_r=args.lora_r, max_steps=args.max_steps, epochs=epochs, columns=args.columns)
+                    lora_r=args.lora_r, max_steps=args.max_steps, epochs=epochs, columns=args.columns,
+                    answers_only=sft)
     batch = args.batch_size or (max(1, plan["batch_size"] // 2) if pairs else plan["batch_size"])
     values = {k: getattr(args, k) for k in CONFIG_FIELDS}
     values.update(epochs=epochs, max_length=seq_len)
@@ -458,6 +459,7 @@ def plan_training(args: PlanTrainingInput) -> PlanTrainingOutput:
     plan = plan_for(model_path, args.method, seq_len=args.max_length, train_path=args.train_path,
                     batch_size=args.batch_size, gradient_checkpointing=args.gradient_checkpointing,
                     lora_r=args.lora_r, budget_mb=args.budget_mb, max_steps=args.max_steps, epochs=args.epochs,
-                    columns=args.columns, target=args.target.model_dump(exclude_none=True) if args.target else None)
+                    columns=args.columns, target=args.target.model_dump(exclude_none=True) if args.target else None,
+                    answers_only=True)   # the plan of an SFT run (train_sft's methods)
     return PlanTrainingOutput(**{k: plan.get(k) for k in PlanTrainingOutput.model_fields if k in plan})
 
