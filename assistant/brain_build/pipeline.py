@@ -39,7 +39,7 @@ class BuildError(Exception):
 @dataclass
 class BuildConfig:
     seed: int = 0
-    per_family: int = 8           # training rows per kept phrasing family (~950 rows: ~20 min on a quiet 2-core box)
+    per_family: int = 8           # training rows per kept phrasing family
     per_held_family: int = 4      # evaluation rows per held-out family
     model: str = "default"
     lora_r: int = 16              # r 16 over r 8: held-out right tool 0.857 vs 0.821, same build time
@@ -48,7 +48,8 @@ class BuildConfig:
                                     # faster); every layer: held-out tool 0.82 vs 0.76 with the top 15
     learning_rate: float = 2e-3
     epochs: float = 0.95          # 3 epochs of 435 rows: held-out tool 0.60; more phrasings beat more passes.
-                                  # With 4 writers' rows: 0.95, brain 0.918 held-out, 21.7 min; 0.8, 0.882, 18.5 min
+                                  # With 4 writers' rows: 0.95, brain 0.918 held-out, 13.9 min (21.7 before
+                                  # the CPU LM head); 0.8, brain 0.882
     max_steps: int | None = None
     batch_size: int = 16
     max_length: int = 192
