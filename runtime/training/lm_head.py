@@ -4,6 +4,7 @@ TRL (1.x) patches the model so that `model(..., fused_lm_head=True)` returns per
 materializing the `[tokens, vocab]` logits: a memory saving built for GPUs. On a CPU without Triton it scores every
 position (prompt and padding too) in vocabulary tiles and accumulates the backward in fp32 copies of bf16 tensors;
 profiled on the router build (SmolLM2-135M, LoRA, batch 16 of ~64 tokens), that head took 40% of each step.
+SFT, sequence distillation, DPO and KTO use it on a CPU.
 Here the same protocol is answered by projecting only the positions that have a label, in the run's precision,
 with the log-softmax in fp32, as transformers' own loss does: `bench/cpu_lm_head.py` measures the two side by side.
 Batches whose scored logits would be large (long rows, big vocabularies) keep TRL's tiled head, whose memory does not
@@ -20,8 +21,8 @@ MAX_LOGITS = 64 * 2**20
 
 
 def plain_lm_head_on_cpu(trainer, device: str) -> str:
-    """On a CPU run, the plain LM head for a TRL SFT trainer's model (the base model under PEFT); which head the
-    run trains with, for its result: "plain" or "trl"."""
+    """On a CPU run, the plain LM head for a TRL trainer's model (the base model under PEFT); which head the run
+    trains with, for its result: "plain" or "trl" (also where the trainer gave the model no fused head)."""
     model = trainer.model
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "plain" if device == "cpu" and use_plain_lm_head(base) else "trl"
@@ -72,7 +73,7 @@ def _plain_forward(fused):
         logits = head(hidden[mask]).float()          # [scored tokens, vocab]
         logp = logits.log_softmax(-1)
         picked = logp.gather(-1, target[mask].unsqueeze(-1)).squeeze(-1)
-        with torch.no_grad():   # for the metrics: TRL's SFT logs them, nothing trains on them
+        with torch.no_grad():   # the trainers log these, or weight by them (DPO's WPO) without gradient
             extra = {"entropy": -(logp.exp() * logp).sum(-1), "is_top1": logp.argmax(-1) == target[mask],
                      "log_sum_sq_probs": (2 * logp).logsumexp(-1), "mean_logits": logits.mean(-1)}
 
