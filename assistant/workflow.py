@@ -271,7 +271,7 @@ def save_project(conversation_id: str, project: Project) -> None:
 
 # --- reading the person's words ---------------------------------------------------------------------------
 
-PATH_RE = re.compile(r"[\w./~-]+\.(?:jsonl|json|csv|parquet|txt)\b")
+PATH_RE = re.compile(r"(?:\b[A-Za-z]:\\)?[\w./~\\-]+\.(?:jsonl|json|csv|parquet|txt)\b")   # also C:\data\t.csv
 JOB_RE = re.compile(r"\b[0-9a-f]{12}\b")
 
 

@@ -140,7 +140,7 @@ def test_the_keyword_table_misses_plain_requests():
         {"path": "data/train.jsonl"}
 
 
-@pytest.mark.parametrize("name", ["outside.jsonl", "outside2.jsonl", "outside3.jsonl"])
+@pytest.mark.parametrize("name", ["outside.jsonl", "outside2.jsonl", "outside3.jsonl", "outside4.jsonl"])
 def test_outside_requests_are_labelled_validly(name):
     from assistant.brain_build.evaluation import outside_cases
     from assistant.brain_build.pipeline import HERE
@@ -593,6 +593,21 @@ def test_what_can_you_do_is_answered_from_the_registry_whatever_the_router_says(
     # a split said as a ratio: the second part is the eval share
     ("split_dataset", {"path": "d/t.jsonl"}, "split d/t.jsonl 80/20", {"path": "d/t.jsonl", "eval_fraction": 0.2}),
     ("split_dataset", {"path": "d/t.jsonl"}, "split d/t.jsonl, 70/20 would be odd", {"path": "d/t.jsonl"}),
+    # an enum value spelled as the schema writes it (the longest word wins: "tickets" is inside it)
+    ("generate_synthetic", {"seeds_path": "s.jsonl"}, "evol_instruct on s.jsonl please",
+     {"seeds_path": "s.jsonl", "method": "evol_instruct"}),
+    ("create_sample_dataset", {}, "sample task tickets_preferences with 300 train rows",
+     {"task": "tickets_preferences", "train_rows": 300}),
+    # two paths without words for their roles: the one named like an eval set is the eval set; none, no guess
+    ("train_sft", {"train_path": "d/a.jsonl"}, "fine-tune using d/a.jsonl plus d/a_valid.jsonl",
+     {"train_path": "d/a.jsonl", "eval_path": "d/a_valid.jsonl"}),
+    ("audit_dataset", {"path": "x.jsonl"}, "look at x.jsonl and y.jsonl", {"path": "x.jsonl"}),
+    # an arrow points at the output; "2k" is 2000; up to three words between a count and its noun
+    ("generate_synthetic", {"seeds_path": "s.jsonl"}, "grow s.jsonl by 2k rows => out/more.jsonl",
+     {"seeds_path": "s.jsonl", "n": 2000, "out_path": "out/more.jsonl"}),
+    ("list_runs", {}, "list the 4 newest failed training runs", {"status": "failed", "limit": 4}),
+    # a Windows path is one path
+    ("split_dataset", {}, r"split C:\work\rows.csv into train and eval", {"path": "C:\\work\\rows.csv"}),
 ])
 def test_stated_values_fill_what_the_message_says_in_so_many_words(name, routed, message, want):
     from assistant.brains.router import stated_values

@@ -645,7 +645,7 @@ def _next_tool(context: str) -> str | None:
 
 # --- values the message states in so many words -------------------------------------------------------------
 
-_COUNT = re.compile(r"\b(\d{1,6})\s+((?:[a-z-]+\s+){0,2}?)(?:examples?|rows?|records?|samples?|items?|entries|"
+_COUNT = re.compile(r"\b(\d{1,6})\s+((?:[a-z-]+\s+){0,3}?)(?:examples?|rows?|records?|samples?|items?|entries|"
                     r"lines|runs?|jobs?|pairs?|conversations?|questions?|ones|more)\b|"
                     r"\b(?:top|first|last|latest)\s+(\d{1,6})\b")
 _NEW = re.compile(r"\b(?:new|more|extra|additional|fresh)\b")
@@ -658,15 +658,18 @@ _BEFORE_EVAL = re.compile(r"(?:\bleak(?:s|ing|ed)? into|\boverlap(?:s|ping)?(?: 
                           r"(?: is| =|:| in| from)?)\s+$")
 _AFTER_EVAL = re.compile(r"^\s*(?:as|for|to) (?:the |my |an? )?(?:eval|validation|test|dev|holdout)|"
                          r"^\s*(?:to|for) (?:keep an eye on|track|watch|measure) (?:the )?eval")
-_BEFORE_OUT = re.compile(r"\b(?:into|to|as|write|save|output|put (?:it|them) in)\s+$")
+_BEFORE_OUT = re.compile(r"(?:\b(?:into|to|as|write|save|output|put (?:it|them) in)\s+|[-=]>\s*)$")
+_EVAL_NAME = re.compile(r"(?:^|[\W_])(?:eval|evaluation|val|valid|validation|test|holdout|heldout|dev)(?:[\W_]|$)")
+_THOUSANDS = re.compile(r"(?<![\w.])(\d{1,3})k\b")
 
 
 def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     """The routed call with the fields it left out filled from values the message states in so many words: a
     count with its noun ("50 more", "the first 5 rows"), a percentage or a ratio ("80/20") for the eval share, a
-    number with its name ("60 steps", "lr 1e-4"), the one run id or the one enum word the message names, an
-    output path after "to/into/as", an eval set after "leak into"/"against" or before "for eval", the one path it
-    names when the router wrote none; a path the router put in the wrong role by those words moves to its role.
+    number with its name ("60 steps", "lr 1e-4"; "2k" is 2000), the one run id or the one enum word the message
+    names (or the value as the schema spells it), an output path after "to/into/as" or an arrow, an eval set after
+    "leak into"/"against" or before "for eval" (of two paths no words place, the one named like an eval set), the
+    one path it names when the router wrote none; a path the router put in the wrong role moves to its role.
     The model reads intent well and copies literals less well; a literal read exactly is never a guess. What the
     router wrote is kept, except a number the message does not contain, an enum value other than the one the
     message names, and an enum value where the message names none (a method or status the model made up)."""
@@ -677,7 +680,7 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
 
     fields = routable_fields(tool)
     props = strict_schema(tool.input_model).get("properties", {})
-    low = message.lower()
+    low = _THOUSANDS.sub(lambda m: str(int(m.group(1)) * 1000), message.lower())   # "2k rows" is 2000
     said = _numbers_in(low)
     found: dict = {}
     if (count := COUNT_FIELD.get(res.name)) in fields and (n := _stated_count(low)) is not None:
@@ -694,7 +697,7 @@ def stated_values(res: RouteResult, message: str, tools: dict) -> RouteResult:
     named_enums, unnamed = {}, set()
     for f in fields:
         also = READ_ALSO.get((res.name, f), {})
-        words = {v: ws + also.get(v, []) for v, ws in SURFACES.get((res.name, f), {}).items()}
+        words = {v: ws + also.get(v, []) + [v] for v, ws in SURFACES.get((res.name, f), {}).items()}
         if words and (v := _one_enum_value(low, words)) is not None:
             named_enums[f] = v
         elif words and not _names_any(low, words):
@@ -732,6 +735,16 @@ def path_role(message: str, path: str) -> str:
     return "out" if _BEFORE_OUT.search(before) and i > 0 else "main"
 
 
+def _eval_by_name(paths: list[str], roles: dict[str, str]) -> dict[str, str]:
+    """Two paths the words give no role ("data is in train.jsonl and eval.jsonl", "a.csv / a_val.csv"): the one
+    whose file name says eval is the eval set, when exactly one does and no path is the eval set by the words."""
+    plain = [p for p in paths if roles[p] == "main"]
+    named = [p for p in plain if _EVAL_NAME.search(re.split(r"[\\/]", p)[-1].rsplit(".", 1)[0].lower())]
+    if len(plain) >= 2 and len(named) == 1 and "eval" not in roles.values():
+        return {**roles, named[0]: "eval"}
+    return roles
+
+
 def _place_paths(args: dict, fields: tuple[str, ...], paths: list[str], message: str) -> tuple[dict, dict]:
     """(the router's arguments less the paths its words contradict, the paths to place by their role in the fields
     left empty)."""
@@ -740,8 +753,9 @@ def _place_paths(args: dict, fields: tuple[str, ...], paths: list[str], message:
                "eval": "eval_path" if "eval_path" in fields else None,
                "out": "out_path" if "out_path" in fields else None}
     placed: dict[str, str] = {}
+    roles = _eval_by_name(paths, {p: path_role(message, p) for p in paths})
     for p in paths:
-        role = path_role(message, p)
+        role = roles[p]
         # a tool without a field for the role ("make a holdout from X" to split_dataset): X is what it works on
         target = by_role.get(role) or (by_role["main"] if role in ("out", "eval") else None)
         if target and target not in placed:
