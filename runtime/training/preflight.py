@@ -38,7 +38,7 @@ def preflight(ctx: JobContext, trainer) -> tuple[dict, RunConfig | None]:
         report.update(measured)
         steps = trainer.args.max_steps if trainer.args.max_steps > 0 else plan.get("expected_steps")
         if steps and measured.get("s_per_step"):
-            report["eta_s"] = round(steps * measured["s_per_step"], 1)
+            report["eta_s"] = round(steps * measured["s_per_step"], 3)   # as s_per_step: a fast run is no 0.0
     corrected = _correct(cfg, report, budget)
     if corrected is not None:
         report["corrected"] = {"batch_size": corrected.batch_size, "grad_accum": corrected.grad_accum,
