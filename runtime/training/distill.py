@@ -16,7 +16,6 @@ from runtime.errors import BadInput
 from runtime.outputs import write_jsonl
 from runtime.training.common import JobContext, common_args, is_main, precision, prepared_rows
 from runtime.training.config import DistillRun
-from runtime.training.lm_head import plain_lm_head_on_cpu
 from runtime.training.progress import counting, make_callback
 from runtime.training.runner import SCRIPT_END, SCRIPT_MAIN, Recipe, Setup
 
@@ -161,7 +160,6 @@ class DistillRecipe(Recipe):
             args = SFTConfig(**base, max_length=cfg.max_length, remove_unused_columns=True)
             trainer = counting(SFTTrainer)(model=student, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                            processing_class=tokenizer, callbacks=[make_callback(ctx)])
-            info["lm_head"] = plain_lm_head_on_cpu(trainer, ctx.device)
         else:
             from trl.experimental.gkd import GKDConfig, GKDTrainer
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from runtime.errors import BadInput
 from runtime.training.common import JobContext, common_args, load_model, lora_config, prepared_rows
 from runtime.training.config import PreferenceRun
-from runtime.training.lm_head import plain_lm_head_on_cpu
 from runtime.training.progress import counting, make_callback
 from runtime.training.runner import SCRIPT_END, SCRIPT_MAIN, Recipe, Setup
 
@@ -122,8 +121,7 @@ class PreferenceRecipe(Recipe):
                                         processing_class=tokenizer, peft_config=peft_config,
                                         callbacks=[make_callback(ctx)])
         trainer.ftpilot_rows_truncated = cut
-        return Setup(trainer, tokenizer, model_path, info={"preference_method": cfg.job_method, "beta": cfg.beta,
-                                                           "lm_head": plain_lm_head_on_cpu(trainer, ctx.device)})
+        return Setup(trainer, tokenizer, model_path, info={"preference_method": cfg.job_method, "beta": cfg.beta})
 
     def measure(self, ctx: JobContext, s: Setup, when: str) -> dict:
         if not self.pairs:

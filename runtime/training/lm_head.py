@@ -4,7 +4,8 @@ TRL (1.x) patches the model so that `model(..., fused_lm_head=True)` returns per
 materializing the `[tokens, vocab]` logits: a memory saving built for GPUs. On a CPU without Triton it scores every
 position (prompt and padding too) in vocabulary tiles and accumulates the backward in fp32 copies of bf16 tensors;
 profiled on the router build (SmolLM2-135M, LoRA, batch 16 of ~64 tokens), that head took 40% of each step.
-SFT, sequence distillation, DPO and KTO use it on a CPU.
+The runner puts it in every CPU run whose TRL trainer gave the model the fused head (SFT, sequence distillation,
+DPO, KTO).
 Here the same protocol is answered by projecting only the positions that have a label, in the run's precision,
 with the log-softmax in fp32, as transformers' own loss does: `bench/train.py` measures train_sft against plain TRL
 configured by hand, side by side (README: 1.68x real tokens/s).

@@ -19,6 +19,7 @@ from runtime import jobs
 from runtime.hardware import memory_mb
 from runtime.training.common import CANCEL, JobContext, is_main, precision
 from runtime.training.config import RunConfig
+from runtime.training.lm_head import plain_lm_head_on_cpu
 
 # Metrics every result carries (when measured); a recipe adds its own with `metric_keys`.
 METRIC_KEYS = ("train_loss", "train_loss_first", "train_loss_last5", "eval_loss", "eval_loss_before", "global_step",
@@ -66,7 +67,7 @@ class Recipe:
 # --- the run ---------------------------------------------------------------------------------------------
 
 def run(recipe: Recipe, ctx: JobContext) -> dict:
-    s = recipe.setup(ctx)
+    s = _set_up(recipe, ctx)
     result: dict = {}
     if _wants_preflight(ctx):
         from runtime.training.preflight import preflight
@@ -79,7 +80,7 @@ def run(recipe: Recipe, ctx: JobContext) -> dict:
             ctx.config = corrected
             del s
             _release_memory()
-            s = recipe.setup(ctx)
+            s = _set_up(recipe, ctx)
     result.update(_describe(ctx, s))
     trainer = s.trainer
     eval_ds = _sized_eval(ctx, trainer, result)
@@ -112,6 +113,14 @@ def run(recipe: Recipe, ctx: JobContext) -> dict:
     if is_main():
         save(recipe, ctx, s, result)
     return result
+
+
+def _set_up(recipe: Recipe, ctx: JobContext) -> Setup:
+    """The recipe's trainer, on a CPU with the plain LM head where TRL gave it the fused one (every method that
+    has it); the result names the head the run trained with."""
+    s = recipe.setup(ctx)
+    s.info["lm_head"] = plain_lm_head_on_cpu(s.trainer, ctx.device)
+    return s
 
 
 def _release_memory() -> None:

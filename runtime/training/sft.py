@@ -9,7 +9,6 @@ from __future__ import annotations
 from runtime.training.common import (JobContext, adapters_compute_in_bf16, common_args, load_model, lora_config,
                                      precision, prepared_rows)
 from runtime.training.config import SFTRun
-from runtime.training.lm_head import plain_lm_head_on_cpu
 from runtime.training.progress import counting, make_callback
 from runtime.training.runner import SCRIPT_END, SCRIPT_MAIN, Recipe, Setup
 
@@ -37,11 +36,9 @@ class SFTRecipe(Recipe):
                                        peft_config=lora_config(cfg) if cfg.uses_lora else None,
                                        callbacks=[make_callback(ctx)])
         trainer.ftpilot_rows_truncated = cut
-        head = plain_lm_head_on_cpu(trainer, ctx.device)
         if cfg.uses_lora and precision(cfg)[1]:
             adapters_compute_in_bf16(trainer.model)
-        return Setup(trainer, tokenizer, model_path, artifact="adapter" if cfg.uses_lora else "model",
-                     info={"lm_head": head})
+        return Setup(trainer, tokenizer, model_path, artifact="adapter" if cfg.uses_lora else "model")
 
     def trl_config(self, ctx: JobContext, s: Setup) -> tuple[str, dict]:
         return "sft", {"packing": ctx.config.packing}
