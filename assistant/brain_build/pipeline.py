@@ -373,7 +373,8 @@ def rescore(install_dir: str | Path = ROUTER_DIR, refit_lexical: bool = False) -
         installed = None
     if refit_lexical or installed is None:
         report["lexical"] = _refit_lexical(report, dest)
-    lexical = LexicalRouter.load(dest)
+        installed = LexicalRouter.load(dest)
+    lexical = installed
     for set_name, records in report["predictions"].items():
         cases, adapter, keywords = ev.recorded_calls(records)
         section, _ = score_set(cases, {"adapter": adapter, "regex": keywords}, tools, lexical)

@@ -651,15 +651,16 @@ _COUNT = re.compile(r"\b(\d{1,6})\s+((?:[a-z-]+\s+){0,3}?)(?:examples?|rows?|rec
 _NEW = re.compile(r"\b(?:new|more|extra|additional|fresh)\b")
 _PERCENT = re.compile(r"(?<![\w.])(\d{1,2}(?:\.\d+)?)\s*(?:%|percent\b)")
 _RATIO = re.compile(r"(?<![\w./])(\d{2})\s*/\s*(\d{1,2})(?![\w./])")
+_EVAL_WORDS = "eval|evaluation|validation|test|dev|holdout"   # what people call an eval set
 _BEFORE_EVAL = re.compile(r"(?:\bleak(?:s|ing|ed)? into|\boverlap(?:s|ping)?(?: with)?|\bagainst|\bvalidat\w* on|"
                           r"\b(?:appears?|appearing|shows? up|showing up|occurs?) in|"
                           r"\b(?:evaluat\w*|test\w*) (?:it |them |the model )?on|\beval(?:uation)? loss on|"
-                          r"\b(?:eval|evaluation|validation|test|dev|holdout)(?: set| file| data| split)?"
+                          rf"\b(?:{_EVAL_WORDS})(?: set| file| data| split)?"
                           r"(?: is| =|:| in| from)?)\s+$")
-_AFTER_EVAL = re.compile(r"^\s*(?:as|for|to) (?:the |my |an? )?(?:eval|validation|test|dev|holdout)|"
+_AFTER_EVAL = re.compile(rf"^\s*(?:as|for|to) (?:the |my |an? )?(?:{_EVAL_WORDS})|"
                          r"^\s*(?:to|for) (?:keep an eye on|track|watch|measure) (?:the )?eval")
 _BEFORE_OUT = re.compile(r"(?:\b(?:into|to|as|write|save|output|put (?:it|them) in)\s+|[-=]>\s*)$")
-_EVAL_NAME = re.compile(r"(?:^|[\W_])(?:eval|evaluation|val|valid|validation|test|holdout|heldout|dev)(?:[\W_]|$)")
+_EVAL_NAME = re.compile(rf"(?:^|[\W_])(?:{_EVAL_WORDS}|val|valid|heldout)(?:[\W_]|$)")   # in a file name
 _THOUSANDS = re.compile(r"(?<![\w.])(\d{1,3})k\b")
 
 
